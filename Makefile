@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make lab` (the main job) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+# The torch requirement used for the local environment; override for a GPU build,
+# e.g. `make test TORCH="torch==2.13.0+cu126"`.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: lab demo test env test-env clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+env: $(BIN)/python
+	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e .
+
+test-env: env
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,diffusers]" scikit-image
+	$(BIN)/pip install -q --no-deps "k-diffusion==0.1.1.post1"
+
+# The main job: until the tutorials exist, a headless demo that writes PNGs to out/.
+lab: env
+	$(BIN)/python -m regional_widgets demo --out out/demo.png
+
+demo: lab
+
+test: test-env
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,155 @@
+"""The step-wise sampler protocol, the registry and the driver.
+
+A sampler is a function that advances **one** step of a sigma slice:
+
+    step(model, x, sigmas, i, memory, noise) -> StepOut(x, denoised, memory[, sigma, sigma_next])
+
+``model(x, sigma_batch) -> denoised`` follows the k-diffusion convention, ``memory`` is the small
+explicit state the sampler carries to its next step (multistep history, a precomputed grid; a
+fresh dict is returned, the old one is never mutated), and ``noise(sigma, sigma_next)`` draws the
+step's noise for stochastic samplers. The driver (`start`, `step`, `sample`) owns the loop, so a
+fused run and N single steps execute the very same code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, NamedTuple, Optional
+
+import torch
+
+from ..noise import BrownianTreeNoiseSampler, DefaultNoiseSampler, check_seed, clone_noise_sampler
+
+
+class StepOut(NamedTuple):
+    x: torch.Tensor
+    denoised: torch.Tensor
+    memory: Mapping
+    sigma: Optional[torch.Tensor] = None  # the step's endpoints when the sampler
+    sigma_next: Optional[torch.Tensor] = None  # steps on a grid of its own
+
+
+@dataclass(frozen=True)
+class SamplerDef:
+    name: str
+    step: Callable
+    setup: Optional[Callable] = None  # (x, sigmas) -> initial memory
+    noise: Optional[str] = None  # None | "default" (seeded generator) | "brownian" (SDE)
+    nfe: str = "1"
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Everything between two steps of one sampler call; immutable."""
+
+    sampler: str
+    x: torch.Tensor
+    sigmas: torch.Tensor
+    i: int = 0
+    memory: Mapping = field(default_factory=dict)
+    noise_sampler: Optional[Callable] = None
+    denoised: Optional[torch.Tensor] = None
+    sigma: Optional[torch.Tensor] = None
+    sigma_next: Optional[torch.Tensor] = None
+
+    @property
+    def done(self) -> bool:
+        if "done" in self.memory:
+            return bool(self.memory["done"])
+        return self.i >= len(self.sigmas) - 1
+
+
+SAMPLERS: dict[str, SamplerDef] = {}
+
+
+def register(name: str, *, setup=None, noise=None, nfe="1"):
+    def wrap(fn):
+        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip())
+        return fn
+    return wrap
+
+
+def call_model(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Evaluate the denoiser at a scalar sigma broadcast to the batch (k-diffusion's ``s_in``)."""
+    return model(x, sigma * x.new_ones([x.shape[0]]))
+
+
+def to_d(x, sigma, denoised):
+    """The probability-flow ODE derivative dx/dsigma."""
+    return (x - denoised) / sigma
+
+
+def ancestral_step(sigma, sigma_next, eta=1.0):
+    """Split a step into a deterministic move to ``sigma_down`` and fresh noise ``sigma_up``."""
+    if not eta:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+    sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def get_sampler(name) -> SamplerDef:
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler: unknown name {name!r}; accepted: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
+    sigmas = torch.as_tensor(sigmas)
+    if sigmas.ndim != 1 or len(sigmas) < 1:
+        raise ValueError(f"{name}: expected a 1-D tensor of sigmas, got shape {tuple(sigmas.shape)}")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        raise ValueError(f"{name}: expected finite, non-negative values, got {sigmas.tolist()}")
+    return sigmas
+
+
+def default_noise_sampler(sampler: SamplerDef, x, sigmas, seed):
+    if sampler.noise == "default":
+        return DefaultNoiseSampler(x, seed)
+    if sampler.noise == "brownian":
+        positive = sigmas[sigmas > 0]
+        if len(positive) == 0:
+            return None
+        return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed)
+    return None
+
+
+def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler=None) -> SamplerState:
+    """The state before the first step of ``sampler`` over ``sigmas`` (x already at sigmas[0])."""
+    spec = get_sampler(sampler)
+    sigmas = check_sigmas(sigmas)
+    seed = check_seed(seed)
+    if not torch.isfinite(x).all():
+        raise ValueError("x: expected finite values (found NaN or inf)")
+    if noise_sampler is None:
+        noise_sampler = default_noise_sampler(spec, x, sigmas, seed)
+    memory = spec.setup(x, sigmas) if spec.setup else {}
+    return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler)
+
+
+def step(model, state: SamplerState) -> SamplerState:
+    """Advance one step; the input state is left untouched (its noise sampler is cloned)."""
+    if state.done:
+        raise ValueError(f"state: the {state.sampler} run over {len(state.sigmas)} sigmas is already done")
+    spec = SAMPLERS[state.sampler]
+    noise = clone_noise_sampler(state.noise_sampler)
+    out = spec.step(model, state.x, state.sigmas, state.i, state.memory, noise)
+    sigma = state.sigmas[state.i] if out.sigma is None else out.sigma
+    sigma_next = state.sigmas[state.i + 1] if out.sigma_next is None else out.sigma_next
+    return replace(state, x=out.x, i=state.i + 1, memory=out.memory, noise_sampler=noise,
+                   denoised=out.denoised, sigma=sigma, sigma_next=sigma_next)
+
+
+def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None):
+    """A fused run: a loop over `step`. ``x`` must already be noised to ``sigmas[0]``.
+
+    ``callback`` receives ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step.
+    """
+    state = start(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler)
+    while not state.done:
+        state = step(denoise, state)
+        if callback is not None:
+            callback({"i": state.i - 1, "x": state.x, "sigma": state.sigma,
+                      "sigma_next": state.sigma_next, "denoised": state.denoised})
+    return state.x

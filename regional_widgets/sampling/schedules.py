@@ -1,0 +1,221 @@
+"""Sigma schedules by the reference's names, over a model's discrete sigma table.
+
+A model's noise levels are a discrete, ascending table ``sigma_t`` (t = 0..T-1). Every scheduler
+picks ``steps`` values from it (or from its range) and appends the final 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SCHEDULER_NAMES = (
+    "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+    "linear_quadratic", "kl_optimal",
+)
+# Samplers whose schedule is computed for steps + 1 and then loses its second-to-last sigma.
+DISCARD_PENULTIMATE_SAMPLERS = ("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2")
+
+
+def sd15_sigmas() -> torch.Tensor:
+    """The SD1.5 discrete sigma table: scaled-linear betas 0.00085..0.012, 1000 steps."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+
+
+class ModelSampling:
+    """A discrete sigma table with the reference's sigma <-> timestep maps."""
+
+    def __init__(self, sigmas: torch.Tensor):
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
+        if sigmas.numel() < 2 or not torch.isfinite(sigmas).all() or (sigmas <= 0).any():
+            raise ValueError("model sigmas: expected a 1-D table of at least 2 finite positive values")
+        if (sigmas[1:] < sigmas[:-1]).any():
+            raise ValueError("model sigmas: expected an ascending table")
+        self.sigmas = sigmas
+        self.log_sigmas = sigmas.log()
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma) -> torch.Tensor:
+        """The table index nearest to ``sigma`` in log space (what a UNet is conditioned on)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        dists = sigma.log().reshape(1, -1) - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape)
+
+    def sigma(self, t) -> torch.Tensor:
+        """Sigma at a fractional timestep: log-linear between the neighbouring table entries."""
+        t = torch.as_tensor(t, dtype=torch.float32).clamp(0, len(self.sigmas) - 1)
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
+
+
+def as_model_sampling(model_sigmas) -> ModelSampling:
+    if isinstance(model_sigmas, ModelSampling):
+        return model_sigmas
+    if hasattr(model_sigmas, "sigmas") and not isinstance(model_sigmas, torch.Tensor):
+        return ModelSampling(model_sigmas.sigmas)
+    return ModelSampling(model_sigmas)
+
+
+def _normal(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
+    start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
+    append_zero = True
+    if sgm:
+        timesteps = torch.linspace(float(start), float(end), steps + 1)[:-1]
+    else:
+        if math.isclose(float(ms.sigma(end)), 0, abs_tol=1e-5):  # zero-terminal-SNR tables
+            steps, append_zero = steps + 1, False
+        timesteps = torch.linspace(float(start), float(end), steps)
+    sigs = [float(ms.sigma(t)) for t in timesteps]
+    return torch.tensor(sigs + [0.0] * append_zero, dtype=torch.float32)
+
+
+def _simple(ms: ModelSampling, steps: int) -> torch.Tensor:
+    stride = len(ms.sigmas) / steps
+    sigs = [float(ms.sigmas[-(1 + int(x * stride))]) for x in range(steps)]
+    return torch.tensor(sigs + [0.0], dtype=torch.float32)
+
+
+def _ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
+    # The count is not always steps + 1: the stride is an integer division of the table length.
+    t = 1
+    if math.isclose(float(ms.sigmas[t]), 0, abs_tol=1e-5):
+        steps, sigs = steps + 1, []
+    else:
+        sigs = [0.0]
+    stride = max(len(ms.sigmas) // steps, 1)
+    while t < len(ms.sigmas):
+        sigs.append(float(ms.sigmas[t]))
+        t += stride
+    return torch.tensor(sigs[::-1], dtype=torch.float32)
+
+
+def _karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
+    ramp = torch.linspace(0, 1, steps)
+    min_inv_rho = float(ms.sigma_min) ** (1 / rho)
+    max_inv_rho = float(ms.sigma_max) ** (1 / rho)
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def _exponential(ms: ModelSampling, steps: int) -> torch.Tensor:
+    sigmas = torch.linspace(math.log(float(ms.sigma_max)), math.log(float(ms.sigma_min)), steps).exp()
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def _beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    from scipy import stats
+
+    last_t = len(ms.sigmas) - 1
+    ts = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), alpha, beta) * last_t)
+    sigs, previous = [], -1
+    for t in ts:
+        if t != previous:  # quantiles that round to the same timestep give one sigma
+            sigs.append(float(ms.sigmas[int(t)]))
+        previous = t
+    return torch.tensor(sigs + [0.0], dtype=torch.float32)
+
+
+def _linear_quadratic(ms: ModelSampling, steps: int, threshold: float = 0.025) -> torch.Tensor:
+    if steps == 1:
+        return torch.stack([ms.sigma_max, torch.zeros(())])
+    lin = steps // 2
+    linear = [i * threshold / lin for i in range(lin)]
+    step_diff = lin - threshold * steps
+    quad = steps - lin
+    quad_coef = step_diff / (lin * quad ** 2)
+    lin_coef = threshold / lin - 2 * step_diff / (quad ** 2)
+    const = quad_coef * lin ** 2
+    quadratic = [quad_coef * i ** 2 + lin_coef * i + const for i in range(lin, steps)]
+    schedule = linear + quadratic + [1.0]
+    return torch.tensor([1.0 - v for v in schedule], dtype=torch.float32) * ms.sigma_max
+
+
+def _kl_optimal(ms: ModelSampling, steps: int) -> torch.Tensor:
+    if steps == 1:  # the reference computes 0/0 here; the only sensible schedule is one jump
+        return torch.tensor([float(ms.sigma_max), 0.0])
+    frac = torch.arange(steps, dtype=torch.float32) / (steps - 1)
+    sigmas = torch.zeros(steps + 1)
+    atan_min, atan_max = math.atan(float(ms.sigma_min)), math.atan(float(ms.sigma_max))
+    sigmas[:-1] = (frac * atan_min + (1 - frac) * atan_max).tan()
+    return sigmas
+
+
+_SCHEDULERS = {
+    "simple": _simple,
+    "sgm_uniform": lambda ms, n: _normal(ms, n, sgm=True),
+    "karras": _karras,
+    "exponential": _exponential,
+    "ddim_uniform": _ddim_uniform,
+    "beta": _beta,
+    "normal": _normal,
+    "linear_quadratic": _linear_quadratic,
+    "kl_optimal": _kl_optimal,
+}
+
+
+def check_steps(steps, name: str = "steps") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
+    return int(steps)
+
+
+def check_scheduler(scheduler) -> str:
+    if scheduler not in _SCHEDULERS:
+        raise ValueError(f"scheduler: unknown name {scheduler!r}; accepted: {', '.join(SCHEDULER_NAMES)}")
+    return scheduler
+
+
+def calculate_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
+    """The descending sigma schedule (usually ``steps + 1`` long, ending in 0) of a scheduler.
+
+    ``model_sigmas`` is a model's ascending discrete sigma table (or an object with ``.sigmas``).
+    """
+    check_scheduler(scheduler)
+    steps = check_steps(steps)
+    return _SCHEDULERS[scheduler](as_model_sampling(model_sigmas), steps)
+
+
+def sampler_sigmas(model_sigmas, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+    """The schedule a sampler runs on: `calculate_sigmas` plus the discard-penultimate rule."""
+    if sampler in DISCARD_PENULTIMATE_SAMPLERS:
+        sigmas = calculate_sigmas(model_sigmas, scheduler, check_steps(steps) + 1)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
+    return calculate_sigmas(model_sigmas, scheduler, steps)
+
+
+def ksampler_sigmas(model_sigmas, sampler: str, scheduler: str, steps: int, denoise: float = 1.0):
+    """KSampler's schedule: with ``denoise < 1`` the tail of a longer schedule."""
+    steps = check_steps(steps)
+    if not math.isfinite(denoise):
+        raise ValueError(f"denoise: expected a finite number in [0, 1], got {denoise!r}")
+    if denoise >= 0.9999:
+        return sampler_sigmas(model_sigmas, sampler, scheduler, steps)
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    sigmas = sampler_sigmas(model_sigmas, sampler, scheduler, int(steps / denoise))
+    return sigmas[-(steps + 1):]
+
+
+def slice_sigmas(sigmas: torch.Tensor, start: int, end: int, force_full_denoise: bool):
+    """KSamplerAdvanced's step range: ``sigmas[start:end+1]``, the end forced to 0 if asked.
+
+    Returns None when ``start`` is past the schedule (the reference then returns its input).
+    """
+    sigmas = sigmas.clone()
+    if end < len(sigmas) - 1:
+        sigmas = sigmas[: end + 1]
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start < len(sigmas) - 1:
+        return sigmas[start:]
+    return None
