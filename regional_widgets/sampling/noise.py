@@ -55,6 +55,18 @@ def ddim_inpaint_noise(noise: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.randn(noise.shape, generator=gen, device="cpu").to(noise.dtype).to(noise.device)
 
 
+def is_max_denoise(sigma_max, sigma0) -> bool:
+    """Whether a call starts from pure noise (sigma0 at or above the model's sigma_max)."""
+    sigma_max, sigma0 = float(sigma_max), float(sigma0)
+    return abs(sigma_max - sigma0) <= 1e-5 * max(abs(sigma_max), abs(sigma0)) or sigma0 > sigma_max
+
+
+def noise_scaling(sigma0, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool) -> torch.Tensor:
+    """The sampler's start: the latent plus noise at sigma0 (or at sqrt(1 + sigma0^2) from pure noise)."""
+    scale = torch.sqrt(1.0 + torch.as_tensor(sigma0) ** 2.0) if max_denoise else torch.as_tensor(sigma0)
+    return noise * scale + latent
+
+
 class DefaultNoiseSampler:
     """Per-step Gaussian noise from a generator seeded on construction (one draw per call)."""
 
@@ -110,3 +122,38 @@ def clone_noise_sampler(noise_sampler):
     """A copy whose future draws equal the original's (callables without ``clone`` are shared)."""
     clone = getattr(noise_sampler, "clone", None)
     return clone() if callable(clone) else noise_sampler
+
+
+VARIATION_METHODS = ("linear", "slerp")
+
+
+def _slerp(strength: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    cos = (flat_a / flat_a.norm(dim=1, keepdim=True) * flat_b / flat_b.norm(dim=1, keepdim=True)).sum(1)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    wa = (torch.sin((1.0 - strength) * omega) / so).reshape(-1, *([1] * (a.ndim - 1)))
+    wb = (torch.sin(strength * omega) / so).reshape(-1, *([1] * (a.ndim - 1)))
+    return wa * a + wb * b
+
+
+def touch_noise(noise: torch.Tensor, mask: torch.Tensor, seed: int, strength: float, method: str = "linear"):
+    """A region's variation noise mixed into ``noise`` inside its (undilated) mask.
+
+    Faithful quirk: where the mask resized to the noise's size is fractional, the result is
+    *zero* noise (neither the mixed nor the original noise).
+    """
+    from .masks import resize
+
+    if method not in VARIATION_METHODS:
+        raise ValueError(f"variation_method: unknown value {method!r}; accepted: {', '.join(VARIATION_METHODS)}")
+    if strength <= 0:
+        return noise
+    regional = prepare_noise(noise, seed).to(noise.device)
+    if method == "linear":
+        mixed = ((1 - strength) * noise + strength * regional) / ((1 - strength) ** 2 + strength**2) ** 0.5
+    else:
+        mixed = _slerp(strength, noise, regional)
+    m = resize(mask.to(noise.device, torch.float32), *noise.shape[-2:]).expand_as(noise)
+    zeros = torch.zeros_like(noise)
+    return torch.where(m == 1.0, mixed, torch.where(m == 0.0, noise, zeros))

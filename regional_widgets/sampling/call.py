@@ -1,0 +1,115 @@
+"""One sampler call over a step range, as the reference's ``separated_sample`` makes it.
+
+A call slices the sampler's schedule to ``[start, end]``, scales it by ``sigma_ratio``, adds the
+call's noise to the latent, runs the sampler under the ``noise_mask`` mechanics and returns the
+sampler's final x (``leftover``) or its last x0 prediction. Everything here works in model space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import masks as mask_ops
+from .inpaint import masked_denoiser
+from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
+from .samplers import get_sampler, start as start_sampler, step as step_sampler
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What one call will run: its sigmas (None = no-op) and the total schedule's SDE bounds."""
+
+    sigmas: Optional[torch.Tensor]
+    brownian_bounds: Optional[tuple]
+
+
+def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0) -> CallPlan:
+    total = total_sigmas.clone()
+    sigmas = total
+    if end < len(total) - 1:
+        sigmas = total[: end + 1]
+        if not leftover:
+            sigmas[-1] = 0  # a view: the reference zeroes the total schedule too (SDE bounds below)
+    positive = total[total > 0]
+    bounds = (positive.min(), total.max()) if len(positive) else None
+    if start >= len(sigmas) - 1:
+        return CallPlan(None, bounds)
+    sigmas = sigmas[start:] * sigma_ratio
+    if len(sigmas) == 0 or (len(sigmas) == 1 and float(sigmas[0]) == 0):
+        return CallPlan(None, bounds)
+    return CallPlan(sigmas, bounds)
+
+
+@dataclass
+class CallResult:
+    samples: torch.Tensor  # the sampler's final x
+    denoised: torch.Tensor  # the last x0 prediction the callback saw (x when none was made)
+    sigmas: Optional[torch.Tensor]  # the sigmas run (None: the call was a no-op)
+    model_calls: int = 0
+    leftover: bool = True
+
+    @property
+    def output(self) -> torch.Tensor:
+        """What the reference returns: x with leftover noise, else the last x0 prediction."""
+        return self.samples if self.leftover else self.denoised
+
+
+def sampler_call(
+    denoise: Callable,
+    latent: torch.Tensor,
+    *,
+    sampler: str,
+    total_sigmas: torch.Tensor,
+    start: int,
+    end: int,
+    leftover: bool,
+    add_noise: bool,
+    seed: int,
+    sigma_max,
+    sigma_ratio: float = 1.0,
+    noise: Optional[torch.Tensor] = None,
+    noise_mask: Optional[torch.Tensor] = None,
+    batch_index=None,
+    callback: Optional[Callable] = None,
+) -> CallResult:
+    """Run one sampler call (all its steps) and return its x and last x0 prediction.
+
+    ``noise`` given is used even when ``add_noise`` is False (the reference's behaviour, which
+    RegionalSampler's re-noise path relies on). ``noise_mask`` is at any resolution.
+    """
+    spec = get_sampler(sampler)
+    plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
+    if plan.sigmas is None:
+        return CallResult(latent, latent, None, 0, leftover)
+    sigmas = plan.sigmas
+    if noise is None:
+        noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
+    noise = noise.to(latent.device, latent.dtype)
+    calls = [0]
+
+    def counted(x, sigma):
+        calls[0] += 1
+        return denoise(x, sigma)
+
+    model = counted
+    if noise_mask is not None:
+        mask = mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
+        inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
+        model = masked_denoiser(counted, latent, inpaint_noise, mask)
+    x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(sigma_max, sigmas[0]))
+    noise_sampler = None
+    if spec.noise == "brownian" and plan.brownian_bounds is not None:
+        # The reference spans the tree over the *total* schedule, so split calls share one path.
+        noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed)
+    state = start_sampler(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler)
+    last_denoised = None
+    while not state.done:
+        state = step_sampler(model, state)
+        if state.denoised is not None:
+            last_denoised = state.denoised
+        if callback is not None:
+            callback(state)
+    denoised = state.x if last_denoised is None else last_denoised
+    return CallResult(state.x, denoised, sigmas, calls[0], leftover)

@@ -1,0 +1,85 @@
+"""Masks: resizing to latent size, the overlap grow, union, inverse and the soft composite.
+
+All resizes are bilinear with ``align_corners=False`` and no antialiasing, as the reference's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def as_mask(mask, name: str = "mask") -> torch.Tensor:
+    """A 2-D float32 tensor with values in [0, 1] (leading singleton dims are stripped)."""
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(np.ascontiguousarray(mask))
+    elif not isinstance(mask, torch.Tensor):
+        raise ValueError(f"{name}: expected a 2-D array or tensor, got {type(mask).__name__}")
+    while mask.ndim > 2 and mask.shape[0] == 1:
+        mask = mask[0]
+    if mask.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D mask (H, W), got shape {tuple(mask.shape)}")
+    if mask.dtype == torch.bool:
+        mask = mask.float()
+    mask = mask.float()
+    if mask.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty mask, got shape {tuple(mask.shape)}")
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"{name}: expected values in [0, 1]")
+    return mask
+
+
+def resize(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize of a 2-D mask to (height, width)."""
+    if tuple(mask.shape[-2:]) == (height, width):
+        return mask.clone()
+    return F.interpolate(mask.reshape(1, 1, *mask.shape[-2:]), size=(height, width), mode="bilinear")[0, 0]
+
+
+def to_latent(mask: torch.Tensor, shape) -> torch.Tensor:
+    """A mask prepared for a latent of ``shape`` [B, C, h, w]: resized, repeated over C and B."""
+    batch, channels, height, width = shape
+    m = resize(mask, height, width)
+    return m.expand(batch, channels, height, width).contiguous()
+
+
+def grow(mask: torch.Tensor, overlap_factor: int, *, swap_quirk: bool = True) -> torch.Tensor:
+    """The region mask the regional sampler uses: binarised and dilated by a box of ``overlap_factor``.
+
+    Faithful quirk (``swap_quirk``): the reference first resizes an (H, W) mask to size (W, H),
+    so for non-square masks the result is (W, H)-shaped and the growth anisotropic; it is
+    resized to the latent size later, which restores the geometry. A box of k grows the mask by
+    k-1-p pixels up/left and p down/right, p = ceil((k-1)/2).
+    """
+    if isinstance(overlap_factor, bool) or not isinstance(overlap_factor, (int, np.integer)) or overlap_factor < 0:
+        raise ValueError(f"overlap_factor: expected an integer >= 0, got {overlap_factor!r}")
+    h, w = mask.shape
+    out_h, out_w = (w, h) if swap_quirk else (h, w)
+    m = resize(mask, out_h, out_w)
+    if overlap_factor > 0:
+        k = int(overlap_factor)
+        kernel = torch.ones(1, 1, k, k)
+        pad = math.ceil((k - 1) / 2)
+        m = F.conv2d(m.round()[None, None], kernel, padding=pad).clamp(0, 1)[0, 0, :out_h, :out_w]
+    return m.round()
+
+
+def union(masks) -> torch.Tensor:
+    """1 where any mask is non-zero (``ceil``), else 0 — at mask resolution."""
+    out = torch.zeros_like(masks[0])
+    for m in masks:
+        out = torch.maximum(out, m.ceil())
+    return out
+
+
+def inverse_union(masks) -> torch.Tensor:
+    """The base sampler's area: 1 where no region mask is non-zero. Not dilated."""
+    return (union(masks) == 0).float()
+
+
+def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * source + (1 - mask) * destination`` with the mask resized to the source (soft)."""
+    m = resize(mask, *source.shape[-2:]).expand(source.shape[0], 1, *source.shape[-2:])
+    return m * source + (torch.ones_like(m) - m) * destination
