@@ -1,1 +1,127 @@
-"""(being written)"""
+"""Adams-Bashforth family in sigma (Zhang & Chen 2022, DEIS; zju-pi/diff-sampler): ipndm, ipndm_v, deis.
+
+Each keeps the slopes ``d`` of its last steps in ``memory["ds"]`` (oldest first) and combines them
+with the current one; the first step of a slice has no history, so a 1-step slice is Euler.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .core import StepOut, call_model, register, to_d
+
+# Fixed-step Adams-Bashforth weights (numerators over a denominator), newest slope first.
+_AB = {1: ((1,), 1), 2: ((3, -1), 2), 3: ((23, -16, 5), 12), 4: ((55, -59, 37, -9), 24)}
+
+
+def _slope(model, x, sigmas, i):
+    denoised = call_model(model, x, sigmas[i])
+    return denoised, to_d(x, sigmas[i], denoised)
+
+
+def _remember(memory, d, keep):
+    """The next step's memory: the slope history with ``d`` appended, at most ``keep`` long."""
+    return {**memory, "ds": (tuple(memory.get("ds", ())) + (d,))[-keep:]}
+
+
+def _combine(weights, slopes):
+    """``sum(w_k * slopes_k)`` over the newest-first ``slopes``."""
+    return sum(w * s for w, s in zip(weights, slopes))
+
+
+@register("ipndm")
+def ipndm(model, x, sigmas, i, memory, noise):
+    """Improved PNDM: Adams-Bashforth up to fourth order with the fixed-step weights."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised, d = _slope(model, x, sigmas, i)
+    slopes = (d,) + tuple(reversed(memory.get("ds", ())))
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, _remember(memory, d, 3))
+    weights, scale = _AB[min(4, i + 1)]
+    return StepOut(x + (sigma_next - sigma) * _combine(weights, slopes) / scale, denoised,
+                   _remember(memory, d, 3))
+
+
+def _variable_step_weights(h, h1, h2=None, h3=None):
+    """Variable-step Adams-Bashforth weights (newest first) from the last steps' widths."""
+    if h2 is None:
+        return (2 + h / h1) / 2, -(h / h1) / 2
+    t1 = (1 - h / (3 * (h + h1)) * h * (h + h1) / (h1 * (h1 + h2))) / 2
+    if h3 is None:
+        return (2 + h / h1) / 2 + t1, -(h / h1) / 2 - (1 + h1 / h2) * t1, t1 * h1 / h2
+    q = h1 * (h1 + h2) / (h2 * (h2 + h3))
+    t2 = (((1 - h / (3 * (h + h1))) / 2 + (1 - h / (2 * (h + h1))) * h / (6 * (h + h1 + h2)))
+          * h * (h + h1) * (h + h1 + h2) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
+    return ((2 + h / h1) / 2 + t1 + t2,
+            -(h / h1) / 2 - (1 + h1 / h2) * t1 - (1 + h1 / h2 + q) * t2,
+            t1 * h1 / h2 + (h1 / h2 + q * (1 + h2 / h3)) * t2,
+            -t2 * q * h1 / h2)
+
+
+@register("ipndm_v")
+def ipndm_v(model, x, sigmas, i, memory, noise):
+    """Improved PNDM with variable-step Adams-Bashforth weights (up to fourth order)."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised, d = _slope(model, x, sigmas, i)
+    slopes = (d,) + tuple(reversed(memory.get("ds", ())))
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, _remember(memory, d, 3))
+    order = min(4, i + 1)
+    s = [float(v) for v in sigmas[i + 1 - order:i + 2]]  # the order + 1 sigmas ending at sigma_next
+    widths = [s[k + 1] - s[k] for k in reversed(range(order))]  # h, h1, h2, h3 (newest first)
+    weights = (1.0,) if order == 1 else _variable_step_weights(*widths)
+    return StepOut(x + widths[0] * _combine(weights, slopes), denoised, _remember(memory, d, 3))
+
+
+def _deis_time(sigmas, sigma_min=0.002, sigma_max=80.0, eps=1e-3):
+    """DEIS's VP time of each sigma (EDM's default VP-SDE fit) and that SDE's beta_min, beta_d."""
+    log_max = math.log(sigma_max**2 + 1)
+    beta_d = 2 * (math.log(sigma_min**2 + 1) / eps - log_max) / (eps - 1)
+    beta_min = log_max - 0.5 * beta_d
+    t = ((beta_min**2 + 2 * beta_d * torch.log(sigmas**2 + 1)).sqrt() - beta_min) / beta_d
+    return t, beta_min, beta_d
+
+
+def deis_setup(x, sigmas, max_order=3, n=10000):
+    """DEIS "tab" coefficients for the whole slice: ``c_j = integral of dsigma/dt * L_j(t)`` over each step.
+
+    ``L_j`` are the Lagrange polynomials (in DEIS's VP time) through the step's current and past
+    times; the integral is the original's left-weighted 10,000-point sum. Steps of order 1 (the
+    first, and any step to sigma 0) are Euler and get no coefficients.
+    """
+    t, beta_min, beta_d = _deis_time(sigmas)
+    coeffs = []
+    for i in range(len(sigmas) - 1):
+        order = min(max_order, i + 1)
+        if order == 1 or sigmas[i + 1] <= 0:
+            coeffs.append(())
+            continue
+        taus = torch.linspace(float(t[i]), float(t[i + 1]), n, dtype=t.dtype)
+        dtau = (t[i + 1] - t[i]) / n
+        alpha_bar = torch.exp(-0.5 * taus**2 * beta_d - taus * beta_min)
+        dsigma_dtau = 0.5 * (taus * beta_d + beta_min) / torch.sqrt(alpha_bar * (1 - alpha_bar))
+        nodes = t[i - order + 1:i + 1].flip(0)  # t_i, t_{i-1}, ... newest first
+        coeffs.append(tuple(float((dsigma_dtau * _lagrange(nodes, j, taus)).sum() * dtau)
+                            for j in range(order)))
+    return {"coeffs": tuple(coeffs)}
+
+
+def _lagrange(nodes, j, taus):
+    poly = 1
+    for k, node in enumerate(nodes):
+        if k != j:
+            poly = poly * (taus - node) / (nodes[j] - node)
+    return poly
+
+
+@register("deis", setup=deis_setup)
+def deis(model, x, sigmas, i, memory, noise):
+    """DEIS (Zhang & Chen 2022), tAB up to third order: exponential-integrator Adams-Bashforth."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised, d = _slope(model, x, sigmas, i)
+    slopes = (d,) + tuple(reversed(memory.get("ds", ())))
+    coeffs = memory["coeffs"][i]
+    if not coeffs:  # order 1: Euler
+        return StepOut(x + d * (sigma_next - sigma), denoised, _remember(memory, d, 2))
+    return StepOut(x + _combine(coeffs, slopes), denoised, _remember(memory, d, 2))

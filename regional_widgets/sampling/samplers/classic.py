@@ -1,7 +1,11 @@
-"""First-order and Heun-family samplers (Karras et al. 2022, k-diffusion's formulation)."""
+"""Samplers in sigma: Euler, Heun, DPM-2, their ancestral variants, LMS (k-diffusion's rules)."""
 from __future__ import annotations
 
-from .core import StepOut, call_model, register, to_d
+import math
+
+from scipy import integrate
+
+from .core import StepOut, ancestral_step, call_model, register, to_d
 
 
 @register("euler")
@@ -11,3 +15,80 @@ def euler(model, x, sigmas, i, memory, noise):
     denoised = call_model(model, x, sigma)
     d = to_d(x, sigma, denoised)
     return StepOut(x + d * (sigma_next - sigma), denoised, memory)
+
+
+@register("euler_ancestral", noise="default")
+def euler_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
+    """Euler to ``sigma_down``, then fresh noise of size ``sigma_up``; the step to 0 gives x = D."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, memory)
+    sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+    x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+    return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
+
+
+@register("heun", nfe="2 (1 on the step to sigma 0)")
+def heun(model, x, sigmas, i, memory, noise):
+    """Heun's method (Karras et al. 2022, Algorithm 2, no churn); Euler on the step to sigma 0."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    d = to_d(x, sigma, denoised)
+    dt = sigma_next - sigma
+    if sigma_next == 0:
+        return StepOut(x + d * dt, denoised, memory)
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigma_next, call_model(model, x_2, sigma_next))
+    return StepOut(x + (d + d_2) / 2 * dt, denoised, memory)
+
+
+@register("dpm_2", nfe="2 (1 on the step to sigma 0)")
+def dpm_2(model, x, sigmas, i, memory, noise):
+    """DPM-Solver-2 in sigma: the derivative at the log-midpoint; Euler on the step to sigma 0."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    d = to_d(x, sigma, denoised)
+    if sigma_next == 0:
+        return StepOut(x + d * (sigma_next - sigma), denoised, memory)
+    sigma_mid = sigma.log().lerp(sigma_next.log(), 0.5).exp()
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, call_model(model, x_2, sigma_mid))
+    return StepOut(x + d_2 * (sigma_next - sigma), denoised, memory)
+
+
+@register("dpm_2_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)")
+def dpm_2_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
+    """DPM-Solver-2 to ``sigma_down``, then fresh noise; Euler (no noise) if ``sigma_down`` is 0."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+    d = to_d(x, sigma, denoised)
+    if sigma_down == 0:
+        return StepOut(x + d * (sigma_down - sigma), denoised, memory)
+    sigma_mid = sigma.log().lerp(sigma_down.log(), 0.5).exp()
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, call_model(model, x_2, sigma_mid))
+    x = x + d_2 * (sigma_down - sigma)
+    return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
+
+
+def linear_multistep_coeff(order, t, i, j):
+    """The integral over [t_i, t_{i+1}] of the j-th Lagrange basis on t_i, ..., t_{i-order+1}."""
+    def basis(tau):
+        return math.prod((tau - t[i - k]) / (t[i - j] - t[i - k]) for k in range(order) if k != j)
+    return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
+
+
+@register("lms")
+def lms(model, x, sigmas, i, memory, noise, order=4):
+    """Linear multistep on the last ``order`` d's (``memory["ds"]``); the step to 0 gives x = D."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    if sigma_next == 0:  # the reference's lms, unlike k-diffusion's, does not integrate this step
+        return StepOut(denoised, denoised, {})
+    ds = (*memory.get("ds", ()), to_d(x, sigma, denoised))[-order:]
+    t = sigmas.detach().cpu().numpy()
+    coeffs = [linear_multistep_coeff(len(ds), t, i, j) for j in range(len(ds))]
+    x = x + sum(coeff * d for coeff, d in zip(coeffs, reversed(ds)))
+    return StepOut(x, denoised, {"ds": ds})

@@ -37,6 +37,7 @@ class SamplerDef:
     noise: Optional[str] = None  # None | "default" (seeded generator) | "brownian" (SDE)
     nfe: str = "1"
     doc: str = ""
+    inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ class SamplerState:
 SAMPLERS: dict[str, SamplerDef] = {}
 
 
-def register(name: str, *, setup=None, noise=None, nfe="1"):
+def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False):
     def wrap(fn):
-        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip())
+        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random)
         return fn
     return wrap
 

@@ -1,0 +1,82 @@
+"""The model protocol, classifier-free guidance and empty latents.
+
+A model is any object with these members (no base class needed)::
+
+    class MyModel:
+        sigmas = regional_widgets.sampling.schedules.sd15_sigmas()  # ascending training sigmas
+        latent_channels, downscale = 4, 8
+        def encode(self, prompt): ...          # -> any conditioning object
+        def __call__(self, x, sigma, cond): ... # x [B, C, h, w], sigma [B] -> denoised x0, like x
+        def decode(self, latent): ...          # [B, C, h, w] -> float RGB [B, H, W, 3] in [0, 1]
+
+The denoiser follows k-diffusion: ``x = x0 + sigma * noise`` and the model predicts ``x0``.
+CFG is applied here, once, for every model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the sampler, the session and the widgets need from a diffusion model."""
+
+    sigmas: torch.Tensor
+    latent_channels: int
+    downscale: int
+
+    def encode(self, prompt: str) -> Any:
+        """Conditioning for ``prompt``; ``encode("")`` is the unconditional branch."""
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The denoised prediction of ``x`` at noise level ``sigma`` (one value per batch item)."""
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """RGB floats in [0, 1], ``[B, H, W, 3]``, for display."""
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> Denoiser:
+    """``denoise(x, sigma)`` with classifier-free guidance, ready for `samplers.sample`.
+
+    ``uncond + cfg * (cond - uncond)``. At ``cfg == 1`` (math.isclose) the unconditional call is
+    skipped, as the reference does, so it costs one model call per evaluation instead of two.
+    ``negative=None`` means ``model.encode("")``.
+    """
+    cfg = float(cfg)
+    if not math.isfinite(cfg):
+        raise ValueError(f"cfg: expected a finite number, got {cfg!r}")
+    if math.isclose(cfg, 1.0):
+        return lambda x, sigma: model(x, sigma, positive)
+    if negative is None:
+        negative = model.encode("")
+
+    def denoise(x, sigma):
+        uncond = model(x, sigma, negative)
+        cond = model(x, sigma, positive)
+        return uncond + (cond - uncond) * cfg
+
+    return denoise
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def empty_latent(model, height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """Zeros ``[batch, C, height / downscale, width / downscale]`` for an image of that size."""
+    down = model.downscale
+    for name, value in (("height", height), ("width", width)):
+        if _positive_int(value, name) % down:
+            raise ValueError(f"{name}: expected a positive multiple of the model's downscale "
+                             f"({down}), got {value}")
+    batch = _positive_int(batch, "batch")
+    return torch.zeros(batch, model.latent_channels, height // down, width // down)

@@ -1,0 +1,172 @@
+"""ToyWorld: the built-in offline model, an exact denoiser over a small set of pictures.
+
+No weights: for exemplars ``X_i`` the optimal denoiser (the posterior mean of ``x0`` given
+``x = x0 + sigma * noise``) is ``D(x, sigma) = sum_i softmax_i(-||x - X_i||^2 / (2 sigma^2)) X_i``.
+A prompt keeps the exemplars whose labels contain all its words; the empty prompt keeps all of
+them (the unconditional branch). With ``mixture_variance = v > 0`` every exemplar becomes a
+Gaussian of variance v and ``D = sum_i w_i (X_i + v / (v + sigma^2) (x - X_i))``.
+
+Because the data set is finite the model memorises: a deterministic sampler that reaches
+sigma 0 ends exactly on one exemplar of the prompt's class.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..sampling.schedules import sd15_sigmas
+from .latents import LATENT_SPACES, as_rgb_batch
+from .toyworld_images import VOCABULARY, make_exemplars, resolve_textures
+
+
+@dataclass(frozen=True)
+class ToyCond:
+    """A prompt resolved to its exemplars (flattened float64 latents and their squared norms)."""
+
+    prompt: str
+    words: frozenset
+    count: int
+    exemplars: torch.Tensor = field(repr=False)
+    norms: torch.Tensor = field(repr=False)
+
+
+@lru_cache(maxsize=4)
+def _cached_exemplars(seed, n, size, textures):
+    # Tests and notebooks build many equal models; the pictures are the slow part (~0.5 s).
+    images, labels = make_exemplars(seed, n, size, textures)
+    images.setflags(write=False)
+    return images, labels
+
+
+class ToyWorld:
+    """The exact denoiser over seeded exemplar pictures (materials and coloured shapes).
+
+    latent: ``"pixels"`` (3 channels, RGB in [-1, 1], downscale 1) or ``"sd"`` (4 channels at 1/8
+    resolution, decoded with the SD1.5 latent-to-RGB preview factors).
+    Prompts are words from ``vocabulary``, e.g. ``"sky"``, ``"grass"``, ``"red circle"``, ``"blue"``.
+    """
+
+    def __init__(self, latent: str = "pixels", *, seed: int = 0, n_exemplars: int = 500,
+                 image_size: int = 64, mixture_variance: float = 0.0, textures: str = "auto"):
+        if latent not in LATENT_SPACES:
+            raise ValueError(f"latent: expected one of {', '.join(LATENT_SPACES)}, got {latent!r}")
+        self.space = LATENT_SPACES[latent]()
+        _check_int(n_exemplars, "n_exemplars", 1)
+        _check_int(seed, "seed", 0)
+        if _check_int(image_size, "image_size", 8) % 8:
+            raise ValueError(f"image_size: expected a multiple of 8, got {image_size}")
+        if isinstance(mixture_variance, bool) or not isinstance(mixture_variance, (int, float)) or not (
+                np.isfinite(mixture_variance) and mixture_variance >= 0):
+            raise ValueError(f"mixture_variance: expected a finite number >= 0, got {mixture_variance!r}")
+        self.latent, self.seed, self.image_size = latent, int(seed), int(image_size)
+        self.textures = resolve_textures(textures)
+        self.mixture_variance = float(mixture_variance)
+        self.sigmas = sd15_sigmas()
+        self.latent_channels, self.downscale = self.space.channels, self.space.downscale
+        side = self.image_size // self.downscale
+        self.latent_shape = (self.latent_channels, side, side)
+
+        images, self.labels = _cached_exemplars(self.seed, int(n_exemplars), self.image_size, self.textures)
+        latents = self.space.encode(torch.from_numpy(images.astype(np.float64)))
+        self._exemplars = latents.reshape(len(images), -1).contiguous()
+        self._norms = (self._exemplars ** 2).sum(1)
+
+    @property
+    def vocabulary(self) -> tuple:
+        return VOCABULARY
+
+    @property
+    def exemplars(self) -> torch.Tensor:
+        """All exemplar latents, float64 ``[N, C, h, w]`` (a copy)."""
+        return self._exemplars.reshape(-1, *self.latent_shape).clone()
+
+    def encode(self, prompt: str) -> ToyCond:
+        words = parse_prompt(prompt)
+        if not words:
+            return ToyCond(prompt, words, len(self.labels), self._exemplars, self._norms)
+        index = torch.tensor([i for i, labels in enumerate(self.labels) if words <= labels],
+                             dtype=torch.long)
+        if len(index) == 0:
+            raise ValueError(f"prompt: {prompt!r} matches no exemplar (none is labelled with all of "
+                             f"{sorted(words)}); a label is one material (sky, grass, ...) or a colour "
+                             "and a shape (e.g. 'red circle')")
+        return ToyCond(prompt, words, len(index), self._exemplars[index], self._norms[index])
+
+    def __call__(self, x: torch.Tensor, sigma, cond: ToyCond) -> torch.Tensor:
+        """The posterior mean of x0 given x, per batch item; ``D(x, 0) = x``; output in x.dtype."""
+        sigma = self._check_call(x, sigma, cond)
+        flat = x.reshape(len(x), -1).double()
+        live = sigma > 0
+        if live.all():
+            out = self._posterior_mean(flat, sigma ** 2, cond)
+        else:  # D(x, 0) = x: the posterior is a point mass at x itself
+            out = flat.clone()
+            if live.any():
+                out[live] = self._posterior_mean(flat[live], sigma[live] ** 2, cond)
+        return out.view(x.shape).to(x.dtype)
+
+    def _posterior_mean(self, x, s2, cond):
+        var = (self.mixture_variance + s2)[:, None]
+        # -||x - X_i||^2 / (2 var) up to a per-row constant; log-sum-exp (softmax) keeps it finite.
+        logits = (x @ cond.exemplars.T - 0.5 * cond.norms) / var
+        mean = torch.softmax(logits, dim=1) @ cond.exemplars
+        if self.mixture_variance == 0:
+            return mean
+        return (s2[:, None] * mean + self.mixture_variance * x) / var
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """RGB float32 ``[B, H, W, 3]`` in [0, 1]."""
+        latent = torch.as_tensor(latent)
+        if latent.ndim != 4 or latent.shape[1] != self.latent_channels:
+            raise ValueError(f"latent: expected [B, {self.latent_channels}, h, w], got {tuple(latent.shape)}")
+        return self.space.decode(latent)
+
+    def encode_image(self, rgb) -> torch.Tensor:
+        """RGB ``[H, W, 3]`` or ``[B, H, W, 3]`` in [0, 1] (or uint8) -> float32 latent, for img2img."""
+        rgb = as_rgb_batch(rgb)
+        if rgb.shape[1] % self.downscale or rgb.shape[2] % self.downscale:
+            raise ValueError(f"rgb: height and width must be multiples of {self.downscale}, "
+                             f"got {tuple(rgb.shape[1:3])}")
+        return self.space.encode(rgb).float()
+
+    def __repr__(self):
+        return (f"ToyWorld(latent={self.latent!r}, seed={self.seed}, n_exemplars={len(self.labels)}, "
+                f"image_size={self.image_size}, mixture_variance={self.mixture_variance}, "
+                f"textures={self.textures!r})")
+
+    def _check_call(self, x, sigma, cond) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != self.latent_shape:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x: expected a tensor [B, {', '.join(map(str, self.latent_shape))}] "
+                             f"(latent_channels={self.latent_channels}, image_size={self.image_size}), "
+                             f"got {shape}")
+        if not isinstance(cond, ToyCond) or cond.exemplars.shape[1] != self._exemplars.shape[1]:
+            raise ValueError("cond: expected the result of this model's encode(prompt)")
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
+        if sigma.shape != (len(x),) or not torch.isfinite(sigma).all() or (sigma < 0).any():
+            raise ValueError(f"sigma: expected {len(x)} finite values >= 0 (one per batch item), "
+                             f"got {sigma.tolist()}")
+        return sigma
+
+
+def parse_prompt(prompt) -> frozenset:
+    """Known words, split on whitespace and commas, case-insensitive."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: expected a string, got {type(prompt).__name__}")
+    words = frozenset(w for w in re.split(r"[\s,]+", prompt.lower()) if w)
+    unknown = sorted(words - set(VOCABULARY))
+    if unknown:
+        raise ValueError(f"prompt: unknown word(s) {', '.join(map(repr, unknown))}; "
+                         f"ToyWorld knows: {', '.join(VOCABULARY)}")
+    return words
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)

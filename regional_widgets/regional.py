@@ -1,0 +1,344 @@
+"""The regional sampler nodes as a program of sub-steps, and a pure executor for one sub-step.
+
+`plan_advanced` and `plan_regional` turn the node parameters into the exact sequence of sampler
+calls and composites the reference makes (spec §6, §7); `execute` runs one of them on an immutable
+`RunState` and returns the next. No traitlets here: `session.py` makes it observable.
+
+Faithful quirks of the reference are named where they happen (search for "quirk").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+
+from .models.base import cfg_denoiser
+from .sampling import masks as mask_ops
+from .sampling.call import CallResult, sampler_call
+from .sampling.noise import check_seed, prepare_noise, touch_noise
+from .sampling.recovery import recovery_active, sample_with_recovery
+from .sampling.samplers import SAMPLER_NAMES
+from .sampling.schedules import SCHEDULER_NAMES, sampler_sigmas
+
+SEED_2ND_MODES = ("ignore", "fixed", "seed+seed_2nd", "seed-seed_2nd", "increment", "decrement", "randomize")
+_SEED_WRAP = 2**50
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """One sampler of the node (a ``KSamplerAdvancedProvider``): the base's or a region's."""
+
+    sampler: str = "euler"
+    scheduler: str = "normal"
+    cfg: float = 8.0
+    positive: str = ""
+    negative: str = ""
+    sigma_factor: float = 1.0
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"sampler: unknown name {self.sampler!r}; accepted: {', '.join(SAMPLER_NAMES)}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ValueError(f"scheduler: unknown name {self.scheduler!r}; accepted: {', '.join(SCHEDULER_NAMES)}")
+        for name, lo, hi in (("cfg", 0.0, 100.0), ("sigma_factor", 0.0, 10.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"{name}: expected a number in [{lo:g}, {hi:g}], got {value!r}")
+        for name in ("positive", "negative"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: expected a prompt string, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("sampler", "scheduler", "cfg", "positive", "negative", "sigma_factor")}
+
+
+# --------------------------------------------------------------------------------------------
+# The program: which call or composite comes next
+
+
+@dataclass(frozen=True)
+class Op:
+    """One sub-step: a sampler call (``base``/``region``/``finalize``) or a ``composite``."""
+
+    kind: str
+    group: int  # the regional step this sub-step belongs to (0-based)
+    i: int = 0  # the schedule index the call starts at
+    region: int = 0  # 1-based region index for region/composite ops
+    start: int = 0
+    end: int = 0
+    add_noise: bool = False
+    noise: Optional[str] = None  # None, "initial" (the run's first noise) or "second" (RegionalSampler's)
+    mask: Optional[str] = None  # None (whole latent), "inv" or "region"
+    leftover: bool = True
+    recovery: bool = True  # False: recovery_mode DISABLE for this call
+    seed: int = 0
+    steps: int = 20
+    status: str = ""
+    progress: float = 0.0
+
+    @property
+    def phase(self) -> tuple:
+        if self.kind == "finalize":
+            return ("finalize",)
+        if self.kind == "base":
+            return ("base", self.i)
+        return (self.kind, self.region, self.i)
+
+
+def _loop_body(ops, group, i, R, *, seed, steps, base_noise, add, restore, text, total, start):
+    ops.append(Op("base", group, i, 0, i, i + 1, add, base_noise, "inv", True, True, seed, steps, text,
+                  ((i - start) * R) / total if total else 0.0))
+    for j in range(1, R + 1):
+        progress = ((i - start) * R + j) / total if total else 0.0
+        label = f"{text} | {j}/{R}"
+        ops.append(Op("region", group, i, j, i, i + 1, False, None, "region", True, True, seed, steps, label, progress))
+        if restore:
+            ops.append(Op("composite", group, i, j, i, i + 1, seed=seed, steps=steps, status=label, progress=progress))
+
+
+def plan_advanced(*, R, add_noise, noise_seed, steps, start_at_step, end_at_step, restore_latent,
+                  return_with_leftover_noise) -> list[Op]:
+    """RegionalSamplerAdvanced's sub-steps (spec §6)."""
+    end = min(steps, end_at_step)
+    start = start_at_step
+    total = (end - start) * R
+    ops: list[Op] = []
+    # quirk: the loop stops one short of `end`; the last step is a base-only finalize call
+    for group, i in enumerate(range(start, end - 1)):
+        first = add_noise and i == start
+        # quirk: the status text counts `start` twice (cosmetic)
+        _loop_body(ops, group, i, R, seed=noise_seed, steps=steps, base_noise="initial" if first else None,
+                   add=first, restore=restore_latent, text=f"{start + i}/{end} steps", total=total, start=start)
+    group = max(0, end - 1 - start)
+    ops.append(Op("finalize", group, end - 1, 0, end - 1, end, False, None, "inv", return_with_leftover_noise,
+                  True, noise_seed, steps, f"{end}/{end} steps", float(total)))  # quirk: progress = total
+    return ops
+
+
+def second_seed(seed: int, seed_2nd: int, mode: str) -> int:
+    """RegionalSampler's seed for the regional stage (wraps at 2^50 as the reference)."""
+    if mode == "ignore":
+        return seed
+    if mode == "seed+seed_2nd":
+        value = seed + seed_2nd
+        return value - _SEED_WRAP if value > _SEED_WRAP else value
+    if mode == "seed-seed_2nd":
+        value = seed - seed_2nd
+        return value + _SEED_WRAP if value < 0 else value
+    return seed_2nd  # fixed; increment/decrement/randomize are "not implemented, same as fixed"
+
+
+def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, restore_latent) -> list[Op]:
+    """RegionalSampler's sub-steps (spec §7)."""
+    adv = int(steps / denoise)
+    start = adv - steps
+    total = steps * R
+    ops: list[Op] = []
+    leftover = False
+    group = 0
+    if base_only_steps > 0:
+        leftover = seed_2nd_mode == "ignore"
+        ops.append(Op("base", group, start, 0, start, start + base_only_steps, True, "initial", None, leftover,
+                      False, seed, adv, f"{start + base_only_steps}/{steps} steps", 0.0))
+        group += 1
+    seed2 = second_seed(seed, seed_2nd, seed_2nd_mode)
+    # quirk: on the leftover = False path the same noise is passed to *every* base call
+    base_noise = None if leftover else "second"
+    add = not leftover
+    for i in range(start + base_only_steps, adv):
+        _loop_body(ops, group, i, R, seed=seed2, steps=adv, base_noise=base_noise, add=add,
+                   restore=restore_latent, text=f"{i + 1}/{steps} steps", total=total, start=start + base_only_steps)
+        add = False
+        group += 1
+    ops.append(Op("finalize", group, adv, 0, adv, adv + 1, False, None, "inv", False, True, seed2, adv,
+                  f"{steps}/{steps} steps", float(total)))
+    return ops
+
+
+def group_starts(ops: list[Op]) -> list[int]:
+    """Index of the first sub-step of each regional step, plus the end of the program."""
+    starts = [k for k, op in enumerate(ops) if k == 0 or op.group != ops[k - 1].group]
+    return starts + [len(ops)]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-run context and the state between sub-steps
+
+
+@dataclass
+class Part:
+    config: SamplerConfig
+    denoise: Callable
+
+
+@dataclass
+class RunContext:
+    """What a run derives once from the parameters: masks, noise, denoisers (reference: per run)."""
+
+    model: object
+    parts: list  # Part for the base, then each region
+    region_masks: list  # grown masks at mask resolution (the call's noise_mask), index 0 unused
+    inv: Optional[torch.Tensor]  # base area at mask resolution
+    noises: dict  # "initial" / "second" -> noise tensor (VAE space)
+    batch_index: Optional[list]
+    additional_mode: str
+    additional_sampler: str
+    additional_sigma_ratio: float
+    restore_latent: bool = True
+    latent_scale: float = 1.0
+    schedules: dict = field(default_factory=dict)
+
+    def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        key = (sampler, scheduler, steps)
+        if key not in self.schedules:
+            self.schedules[key] = sampler_sigmas(self.model.sigmas, sampler, scheduler, steps)
+        return self.schedules[key]
+
+    def mask_for(self, op: Op) -> Optional[torch.Tensor]:
+        if op.mask == "inv":
+            return self.inv
+        if op.mask == "region":
+            return self.region_masks[op.region]
+        return None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything between two sub-steps. Tensors are never modified in place."""
+
+    latent: torch.Tensor  # L: the working latent (VAE space, as the node's LATENT)
+    base_latent: Optional[torch.Tensor] = None  # base_L: the composite (restore_latent)
+    cursor: int = 0  # index of the next Op
+    denoised: Optional[torch.Tensor] = None
+    sigma: Optional[float] = None
+    sigma_next: Optional[float] = None
+    result: Optional[torch.Tensor] = None
+    sigma_map: Optional[torch.Tensor] = None  # effective noise level per latent pixel, of L
+    base_sigma_map: Optional[torch.Tensor] = None
+    times_map: Optional[torch.Tensor] = None  # calls that denoised each pixel in this step
+    model_calls: int = 0
+    passes: tuple = ()  # samplers run by the last call (recovery adds a pass)
+
+
+def make_noise(latent, seed, batch_index, regions) -> torch.Tensor:
+    """prepare_noise, then every region's variation noise in region order (touch_noise)."""
+    noise = prepare_noise(latent, seed, batch_index)
+    for region in regions:
+        noise = touch_noise(noise, region.mask_tensor, region.variation_seed, region.variation_strength,
+                            region.variation_method)
+    return noise
+
+
+def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor, restore_latent, noise_specs,
+                  batch_index, additional_mode, additional_sampler, additional_sigma_ratio, cond_cache=None,
+                  swap_quirk=True) -> RunContext:
+    cond_cache = {} if cond_cache is None else cond_cache
+
+    def encode(prompt):
+        if prompt not in cond_cache:
+            cond_cache[prompt] = model.encode(prompt)
+        return cond_cache[prompt]
+
+    def part(config):
+        return Part(config, cfg_denoiser(model, encode(config.positive), encode(config.negative), config.cfg))
+
+    mask_list = [r.mask_tensor for r in regions]
+    grown = [None] + [mask_ops.grow(m, overlap_factor, swap_quirk=swap_quirk) for m in mask_list]
+    inv = mask_ops.inverse_union(mask_list) if mask_list else None
+    noises = {name: make_noise(latent, seed, batch_index, regions) for name, seed in noise_specs.items()}
+    return RunContext(model, [part(base)] + [part(r.config) for r in regions], grown, inv, noises, batch_index,
+                      additional_mode, additional_sampler, additional_sigma_ratio, bool(restore_latent),
+                      float(getattr(model, "latent_scale_factor", 1.0)))
+
+
+def initial_state(latent: torch.Tensor) -> RunState:
+    zeros = torch.zeros(latent.shape[-2:])
+    return RunState(latent, sigma_map=zeros, base_sigma_map=zeros, times_map=zeros)
+
+
+def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, noise):
+    """One wrapper call (with recovery passes), converting to and from model space per call."""
+    scale = ctx.latent_scale
+
+    def run(sampler, lat, ratio, noise_):
+        # The reference skips process_latent_in for an all-zero latent; it is a no-op then anyway.
+        lat_in = lat * scale if scale != 1.0 else lat
+        total = ctx.schedule(sampler, part.config.scheduler, op.steps)
+        res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=total, start=op.start,
+                           end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
+                           sigma_max=ctx.model.sigmas[-1], sigma_ratio=ratio, noise=noise_, noise_mask=mask,
+                           batch_index=ctx.batch_index)
+        if scale != 1.0 and res.sigmas is not None:
+            res = replace(res, samples=res.samples / scale, denoised=res.denoised / scale)
+        return res
+
+    mode = ctx.additional_mode if op.recovery else "DISABLE"
+    return sample_with_recovery(run, latent, sampler=part.config.sampler, sigma_factor=part.config.sigma_factor,
+                                mode=mode, additional_sampler=ctx.additional_sampler,
+                                ratio=ctx.additional_sigma_ratio, noise_mask=mask, noise=noise)
+
+
+def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
+    """The noise level the mask algebra implies after one call (first-order, Euler-type updates).
+
+    Inside the call's mask each pass contracts the noise by sigma_last / sigma_first of its slice;
+    outside it the kept area is carried along the re-noise path only when the call adds noise.
+    """
+    m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
+    inside, outside = state_map, state_map
+    for k, (_, res) in enumerate(passes):
+        if res.sigmas is None:
+            continue
+        first, last = float(res.sigmas[0]), float(res.sigmas[-1])
+        if noisy and k == 0:
+            inside = torch.sqrt(inside**2 + first**2)
+            outside = torch.sqrt(state_map**2 + last**2)
+        inside = inside * (last / first if first > 0 else 1.0)
+    return m * inside + (1 - m) * outside, m
+
+
+def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
+    """Run the sub-step at ``state.cursor`` and return the state after it (pure)."""
+    op = ops[state.cursor]
+    times = state.times_map
+    if op.kind != "composite" and (state.cursor == 0 or ops[state.cursor - 1].group != op.group):
+        times = torch.zeros_like(times)
+    if op.kind == "composite":
+        mask = ctx.region_masks[op.region]
+        base_latent = mask_ops.composite(state.base_latent, state.latent, mask)
+        m = mask_ops.resize(mask, *state.latent.shape[-2:])
+        base_map = m * state.sigma_map + (1 - m) * state.base_sigma_map
+        return replace(state, latent=base_latent, base_latent=base_latent, cursor=state.cursor + 1,
+                       sigma_map=base_map, base_sigma_map=base_map, passes=())
+    restore = ctx.restore_latent
+    latent, sigma_map = state.latent, state.sigma_map
+    if op.kind == "region" and restore:
+        latent, sigma_map = state.base_latent, state.base_sigma_map  # every region starts from the composite
+    if op.kind == "finalize" and state.base_latent is not None:
+        latent, sigma_map = state.base_latent, state.base_sigma_map
+    part = ctx.parts[op.region if op.kind == "region" else 0]
+    mask = ctx.mask_for(op)
+    noise = ctx.noises.get(op.noise) if op.noise else None
+    passes = _call_part(ctx, op, latent, part, mask, noise)
+    out = passes[-1][1]
+    new_latent = out.output
+    new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None)
+    ran = [res for _, res in passes if res.sigmas is not None]
+    calls = state.model_calls + sum(res.model_calls for _, res in passes)
+    sigma = float(ran[0].sigmas[0]) if ran else None
+    sigma_next = float(ran[-1].sigmas[-1]) if ran else None
+    denoised = out.denoised if ran else state.denoised
+    common = dict(cursor=state.cursor + 1, denoised=denoised, sigma=sigma, sigma_next=sigma_next,
+                  model_calls=calls, passes=tuple(name for name, res in passes if res.sigmas is not None))
+    if op.kind == "finalize":
+        base_latent = state.base_latent if state.base_latent is not None else state.latent
+        # quirk: with restore_latent the final base call is made and then discarded
+        result = base_latent if restore else new_latent
+        return replace(state, latent=new_latent, result=result, times_map=times + m, sigma_map=new_map, **common)
+    base_latent, base_map = state.base_latent, state.base_sigma_map
+    if op.kind == "base" and restore:
+        base_latent, base_map = new_latent, new_map
+    return replace(state, latent=new_latent, base_latent=base_latent, times_map=times + m, sigma_map=new_map,
+                   base_sigma_map=base_map, **common)
