@@ -43,11 +43,11 @@ def save_session(session, path) -> None:
         "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
                   "passes": list(state.passes)},
     }
-    tensors = {"latent_image": session.latent_image.contiguous()}
+    tensors = {"latent_image": session.latent_image.contiguous().clone()}
     for name in _STATE_TENSORS:
         value = getattr(state, name)
         if value is not None:
-            tensors[f"state.{name}"] = value.contiguous()
+            tensors[f"state.{name}"] = value.contiguous().clone()  # safetensors refuses shared storage
     tmp = Path(tempfile.mkdtemp(prefix=".session-", dir=path.parent if path.parent.exists() else None))
     try:
         (tmp / "session.json").write_text(json.dumps(doc, indent=2))

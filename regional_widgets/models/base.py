@@ -15,7 +15,7 @@ CFG is applied here, once, for every model.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch

@@ -47,7 +47,14 @@ class ToyWorld:
 
     latent: ``"pixels"`` (3 channels, RGB in [-1, 1], downscale 1) or ``"sd"`` (4 channels at 1/8
     resolution, decoded with the SD1.5 latent-to-RGB preview factors).
+    n_exemplars: pictures in all, shared evenly by the 20 classes (8 materials, 12 colour-shapes).
+    image_size: the side of every picture in pixels (a multiple of 8); x must match it.
+    mixture_variance: 0 for the exemplars themselves, > 0 for Gaussians around them.
+    textures: ``"auto"`` uses scikit-image's grass/brick/gravel photographs when it is installed,
+    ``"procedural"`` never does, ``"skimage"`` insists.
+
     Prompts are words from ``vocabulary``, e.g. ``"sky"``, ``"grass"``, ``"red circle"``, ``"blue"``.
+    ``labels`` holds each exemplar's word set, ``exemplars`` their latents.
     """
 
     def __init__(self, latent: str = "pixels", *, seed: int = 0, n_exemplars: int = 500,
@@ -59,9 +66,7 @@ class ToyWorld:
         _check_int(seed, "seed", 0)
         if _check_int(image_size, "image_size", 8) % 8:
             raise ValueError(f"image_size: expected a multiple of 8, got {image_size}")
-        if isinstance(mixture_variance, bool) or not isinstance(mixture_variance, (int, float)) or not (
-                np.isfinite(mixture_variance) and mixture_variance >= 0):
-            raise ValueError(f"mixture_variance: expected a finite number >= 0, got {mixture_variance!r}")
+        _check_variance(mixture_variance)
         self.latent, self.seed, self.image_size = latent, int(seed), int(image_size)
         self.textures = resolve_textures(textures)
         self.mixture_variance = float(mixture_variance)
@@ -164,6 +169,12 @@ def parse_prompt(prompt) -> frozenset:
         raise ValueError(f"prompt: unknown word(s) {', '.join(map(repr, unknown))}; "
                          f"ToyWorld knows: {', '.join(VOCABULARY)}")
     return words
+
+
+def _check_variance(value):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and np.isfinite(value) and value >= 0):
+        raise ValueError(f"mixture_variance: expected a finite number >= 0, got {value!r}")
 
 
 def _check_int(value, name, minimum):
