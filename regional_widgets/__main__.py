@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-def demo(out: Path, steps: int, seed: int) -> None:
+def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,17 +20,17 @@ def demo(out: Path, steps: int, seed: int) -> None:
     ground[40:] = 1
     wall = np.zeros((64, 64), np.float32)
     wall[16:48, 8:28] = 1
-    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=7.0, positive="sky")
-    regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=7.0, positive="grass")),
-               rw.Region(wall, rw.SamplerConfig(sampler="heun", scheduler="karras", cfg=7.0, positive="brick"))]
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass")),
+               rw.Region(wall, rw.SamplerConfig(sampler="heun", scheduler="karras", cfg=2.0, positive="brick"))]
     session = rw.RegionalSamplerSession.regional_sampler(model, latent, base=base, regions=regions, seed=seed,
                                                          steps=steps)
     fig = rw.plot.step_strip(session, every=max(1, steps // 10))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     sched = rw.plot.schedule(session)
     sched_path = out.with_name(out.stem + "_schedules.png")
-    sched.savefig(sched_path, dpi=110)
+    sched.savefig(sched_path, dpi=dpi)
     print(f"wrote {out} and {sched_path}: {session.status}")
 
 
@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/demo.png"))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dpi", type=int, default=110)
     args = parser.parse_args(argv)
-    demo(args.out, args.steps, args.seed)
+    demo(args.out, args.steps, args.seed, args.dpi)
     return 0
 
 

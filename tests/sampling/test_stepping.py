@@ -1,0 +1,111 @@
+"""Step-wise samplers: N single steps == the fused loop (bitwise), 1-step slices, bad input."""
+import pytest
+import torch
+
+from regional_widgets.sampling import samplers
+from regional_widgets.sampling.noise import BrownianTreeNoiseSampler
+from regional_widgets.sampling.schedules import sampler_sigmas, sd15_sigmas
+from tests.oracles import FIXTURE_IDX, fixture_denoiser, gaussian_denoiser
+
+TABLE = sd15_sigmas()
+D = fixture_denoiser()
+
+
+def start_x(sigmas):
+    return torch.cos(0.7 * FIXTURE_IDX).repeat(2, 1, 1, 1) * sigmas[0]
+
+
+@pytest.mark.parametrize("scheduler", ["karras", "normal"])
+@pytest.mark.parametrize("name", samplers.SAMPLER_NAMES)
+def test_stepping_equals_fused_bitwise(name, scheduler):
+    sigmas = sampler_sigmas(TABLE, name, scheduler, 8)
+    x = start_x(sigmas)
+    fused_trace = []
+    fused = samplers.sample(D, x, sigmas, name, seed=3, callback=lambda info: fused_trace.append(info["x"]))
+    state = samplers.start(name, x, sigmas, seed=3)
+    stepped = []
+    while not state.done:
+        # stepping twice from the same state gives the same step: the state is not consumed
+        again = samplers.step(D, state)
+        state = samplers.step(D, state)
+        assert torch.equal(again.x, state.x)
+        stepped.append(state.x)
+    assert torch.equal(state.x, fused)
+    assert len(stepped) == len(fused_trace) and all(torch.equal(a, b) for a, b in zip(stepped, fused_trace))
+
+
+def split_run(name, sigmas, x):
+    for i in range(len(sigmas) - 1):
+        x = samplers.sample(D, x, sigmas[i:i + 2], name, seed=0)
+    return x
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm_2"])
+def test_one_step_slices_reproduce_a_full_run_for_single_step_samplers(name):
+    sigmas = sampler_sigmas(TABLE, name, "karras", 8)
+    x = start_x(sigmas)
+    assert (split_run(name, sigmas, x) - samplers.sample(D, x, sigmas, name)).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "lms", "ipndm", "deis"])
+def test_one_step_slices_turn_multistep_samplers_first_order(name):
+    sigmas = sampler_sigmas(TABLE, name, "karras", 8)[:-1]  # stop above 0, where rules differ
+    x = start_x(sigmas)
+    split = split_run(name, sigmas, x)
+    assert (split - split_run("euler", sigmas, x)).abs().max() <= 1e-5
+    assert (split - samplers.sample(D, x, sigmas, name)).abs().max() > 1e-4  # history mattered
+
+
+def test_uni_pc_on_a_two_sigma_slice_only_rescales():
+    sigmas = torch.tensor([3.0, 1.5])
+    x = start_x(sigmas)
+    out = samplers.sample(D, x, sigmas, "uni_pc")
+    assert torch.allclose(out, x * (1 + 1.5**2) ** 0.5 / (1 + 3.0**2) ** 0.5, atol=1e-6)
+
+
+def test_callback_reports_every_step():
+    sigmas = sampler_sigmas(TABLE, "heun", "normal", 5)
+    seen = []
+    samplers.sample(gaussian_denoiser(0.5), start_x(sigmas), sigmas, "heun", callback=seen.append)
+    assert [s["i"] for s in seen] == list(range(5))
+    assert all(float(s["sigma"]) == float(sigmas[k]) and float(s["sigma_next"]) == float(sigmas[k + 1])
+               for k, s in enumerate(seen))
+    assert all(set(s) >= {"i", "x", "sigma", "sigma_next", "denoised"} for s in seen)
+
+
+def test_given_noise_sampler_replaces_the_seeded_one():
+    sigmas = sampler_sigmas(TABLE, "euler_ancestral", "karras", 6)
+    x = start_x(sigmas)
+    calls = []
+
+    def zero_noise(sigma, sigma_next):
+        calls.append(1)
+        return torch.zeros_like(x)
+
+    a = samplers.sample(D, x, sigmas, "euler_ancestral", noise_sampler=zero_noise)
+    assert len(calls) == 5  # one draw per step, none on the step to 0
+    assert not torch.equal(a, samplers.sample(D, x, sigmas, "euler_ancestral", seed=1))
+    assert torch.equal(samplers.sample(D, x, sigmas, "euler_ancestral", seed=1),
+                       samplers.sample(D, x, sigmas, "euler_ancestral", seed=1))
+
+
+def test_sde_samplers_default_to_the_slice_brownian_tree():
+    sigmas = sampler_sigmas(TABLE, "dpmpp_2m_sde", "karras", 6)
+    x = start_x(sigmas)
+    tree = BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), 4)
+    assert torch.equal(samplers.sample(D, x, sigmas, "dpmpp_2m_sde", seed=4),
+                       samplers.sample(D, x, sigmas, "dpmpp_2m_sde", noise_sampler=tree))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampler="euler_fast"), "sampler: unknown name 'euler_fast'.*dpmpp_2m"),
+    (dict(sigmas=torch.tensor([1.0, float("nan")])), "sigmas: expected finite"),
+    (dict(sigmas=torch.tensor([[1.0, 0.0]])), "sigmas: expected a 1-D"),
+    (dict(sigmas=torch.tensor([1.0, -1.0])), "sigmas: expected finite, non-negative"),
+    (dict(seed=-5), "seed"),
+])
+def test_bad_input(kwargs, match):
+    args = dict(sampler="euler", sigmas=torch.tensor([2.0, 1.0, 0.0]), seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        samplers.sample(D, start_x(args["sigmas"].flatten()[:1]), args["sigmas"], args["sampler"], seed=args["seed"])
