@@ -189,6 +189,7 @@ class RunContext:
     restore_latent: bool = True
     latent_scale: float = 1.0
     schedules: dict = field(default_factory=dict)
+    latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
 
     def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
         key = (sampler, scheduler, steps)

@@ -115,6 +115,7 @@ _STRUCTURAL = ("add_noise", "noise_seed", "steps", "start_at_step", "end_at_step
                "latent_image")
 _FORKING = ("base", "overlap_factor", "additional_mode", "additional_sampler", "additional_sigma_ratio")
 _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "variation_method")
+_STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
 
 
 class RegionalSamplerSession(HasTraits):
@@ -339,6 +340,7 @@ class RegionalSamplerSession(HasTraits):
         """Settings changed: keep the states up to now, forget what was computed after them."""
         self._ctx = None
         del self._history[self._state.cursor + 1:]
+        self._history_bytes = _history_nbytes(self._history)
         self._sealed = self._state.cursor
         self._publish(self._state)
 
@@ -362,6 +364,7 @@ class RegionalSamplerSession(HasTraits):
         self._ctx = None
         self._state = regional.initial_state(self.latent_image)
         self._history = [self._state]
+        self._history_bytes = _history_nbytes(self._history)
         self._sealed = 0
         self._publish(self._state)
 
@@ -370,7 +373,9 @@ class RegionalSamplerSession(HasTraits):
         if not self.regions:
             return [torch.ones(h, w)]
         ctx = self._context()
-        return [mask_ops.resize(ctx.inv, h, w)] + [mask_ops.resize(m, h, w) for m in ctx.region_masks[1:]]
+        if ctx.latent_masks is None:
+            ctx.latent_masks = [mask_ops.resize(ctx.inv, h, w)] + [mask_ops.resize(m, h, w) for m in ctx.region_masks[1:]]
+        return ctx.latent_masks
 
     def _status_for(self, state) -> tuple:
         if state.cursor == 0:
@@ -408,9 +413,17 @@ class RegionalSamplerSession(HasTraits):
         return regional.execute(self._context(), self._ops, state)
 
     def _record(self, state):
-        del self._history[state.cursor:]
+        if len(self._history) > state.cursor:
+            del self._history[state.cursor:]
+            self._history_bytes = _history_nbytes(self._history)
+        previous = self._history[-1]
+        shared = {id(v) for v in vars(previous).values()} if previous is not None else set()
+        self._history_bytes += sum(v.element_size() * v.nelement() for v in vars(state).values()
+                                   if isinstance(v, torch.Tensor) and id(v) not in shared)
         self._history.append(state)
-        self._evict()
+        if self._history_bytes > self.history_limit:
+            self._evict()
+            self._history_bytes = _history_nbytes(self._history)
 
     def _evict(self):
         budget = self.history_limit
@@ -439,11 +452,11 @@ class RegionalSamplerSession(HasTraits):
         return state
 
     def _atomic(self, fn):
-        saved = (self._state, list(self._history))
+        saved = (self._state, list(self._history), self._history_bytes)
         try:
             return fn()
         except BaseException:
-            self._state, self._history = saved
+            self._state, self._history, self._history_bytes = saved
             self._publish(self._state)
             raise
 
@@ -518,14 +531,72 @@ class RegionalSamplerSession(HasTraits):
     # ---- persistence --------------------------------------------------------------------------
 
     def save(self, path):
-        """Write the session to a folder: parameters JSON, masks npz, latents safetensors."""
-        from .io.session_files import save_session
-        save_session(self, path)
+        """Write the session to a folder: parameters JSON, masks npz (exact floats), latents safetensors.
+
+        The state at the current sub-step is saved too, so load -> continue equals never stopping.
+        """
+        from .io.session_files import write_session
+
+        state = self._state
+        doc = {"node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
+               "regions": [{"config": r.config.to_dict(), "variation_seed": r.variation_seed,
+                            "variation_strength": r.variation_strength, "variation_method": r.variation_method}
+                           for r in self.regions],
+               "batch_index": self._batch_index, "latent_channels": int(self._model.latent_channels),
+               "cursor": state.cursor,
+               "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
+                         "passes": list(state.passes)}}
+        tensors = {"latent_image": self.latent_image}
+        tensors.update({f"state.{n}": getattr(state, n) for n in _STATE_TENSORS if getattr(state, n) is not None})
+        write_session(path, doc, {f"region_{j}": r.mask for j, r in enumerate(self.regions, 1)}, tensors)
 
     @classmethod
     def load(cls, path, model) -> "RegionalSamplerSession":
-        from .io.session_files import load_session
-        return load_session(cls, path, model)
+        """Read a folder written by `save`; a damaged or mismatched file raises and builds nothing."""
+        from .io.session_files import SessionFileError, read_session
+
+        doc, masks, tensors = read_session(path)
+        try:
+            return cls._from_saved(doc, masks, tensors, model)
+        except SessionFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SessionFileError(f"session file: invalid content ({type(err).__name__}: {err})") from None
+
+    @classmethod
+    def _from_saved(cls, doc, masks, tensors, model):
+        from .io.session_files import SessionFileError
+
+        regions_doc = doc["regions"]
+        if len(masks) != len(regions_doc):
+            raise SessionFileError(f"masks.npz: {len(masks)} masks for {len(regions_doc)} regions")
+        if doc["latent_channels"] != model.latent_channels:
+            raise SessionFileError(f"model: the session was saved with a {doc['latent_channels']}-channel model, "
+                                   f"this one has {model.latent_channels}")
+        regions = [Region(masks[f"region_{j}"], SamplerConfig(**r["config"]), r["variation_seed"],
+                          r["variation_strength"], r["variation_method"]) for j, r in enumerate(regions_doc, 1)]
+        latent = tensors["latent_image"]
+        if doc.get("batch_index") is not None:
+            latent = {"samples": latent, "batch_index": doc["batch_index"]}
+        session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
+                      **doc["parameters"])
+        cursor = doc["cursor"]
+        if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(session._ops):
+            raise SessionFileError(f"session.json: cursor {cursor!r} is outside this run's 0..{len(session._ops)}")
+        extra = doc["state"]
+        state = regional.RunState(**{n: tensors.get(f"state.{n}") for n in _STATE_TENSORS}, cursor=cursor,
+                                  sigma=extra["sigma"], sigma_next=extra["sigma_next"],
+                                  model_calls=extra["model_calls"], passes=tuple(extra["passes"]))
+        if state.latent is None or state.latent.shape != session.latent_image.shape:
+            raise SessionFileError("latents.safetensors: the saved state does not match the latent's shape")
+        if cursor:
+            # earlier states are recomputed on demand (with the loaded settings) when scrubbed to
+            session._history = [session._history[0]] + [None] * (cursor - 1) + [state]
+            session._history_bytes = _history_nbytes(session._history)
+            session._sealed = cursor
+            session._state = state
+            session._publish(state)
+        return session
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""
@@ -544,10 +615,25 @@ class RegionalSamplerSession(HasTraits):
 
 
 def _nbytes(state) -> int:
-    total = 0
+    """Bytes of the tensors a state holds (a tensor shared by two fields counts once)."""
+    seen, total = set(), 0
     for value in vars(state).values():
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) and id(value) not in seen:
+            seen.add(id(value))
             total += value.element_size() * value.nelement()
+    return total
+
+
+def _history_nbytes(history) -> int:
+    """Bytes held by a list of states, each tensor counted once however many states share it."""
+    seen, total = set(), 0
+    for state in history:
+        if state is None:
+            continue
+        for value in vars(state).values():
+            if isinstance(value, torch.Tensor) and id(value) not in seen:
+                seen.add(id(value))
+                total += value.element_size() * value.nelement()
     return total
 
 
@@ -567,7 +653,7 @@ class History:
 
     @property
     def nbytes(self) -> int:
-        return sum(_nbytes(s) for s in self._session._history if s is not None)
+        return _history_nbytes(self._session._history)
 
     @property
     def step_starts(self) -> list:
