@@ -59,7 +59,8 @@ def median_time(fn, repeats=5):
 def main():
     torch.set_num_threads(1)
     model = rw.models.ToyWorld()
-    print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} {'history/step':>13}")
+    print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} "
+          f"{'overhead/sub-step':>18} {'history/step':>13}")
     for n in (1, 3):
         recording = Recording(model)
         session = scene(recording, n)
@@ -77,8 +78,9 @@ def main():
         t_session = median_time(session_run)
         t_plain = median_time(plain)
         per_step = session.history.nbytes / session.num_steps
+        overhead_ms = 1e3 * (t_session - t_plain) / len(session.ops)
         print(f"{n:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {t_session / t_plain:>6.2f} "
-              f"{per_step / 1024:>10.0f} KiB")
+              f"{overhead_ms:>15.2f} ms {per_step / 1024:>9.0f} KiB")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,24 @@ class SamplerConfig:
         return {k: getattr(self, k) for k in ("sampler", "scheduler", "cfg", "positive", "negative", "sigma_factor")}
 
 
+@dataclass(frozen=True)
+class Quirks:
+    """The reference's quirks, each behind one switch. All on (the default) is the faithful mode."""
+
+    mask_wh_swap: bool = True  # the overlap grow resizes an (H, W) mask to (W, H) first
+    touch_noise_zero_edges: bool = True  # fractional mask values get zero variation noise
+    discard_final_step: bool = True  # Advanced + restore_latent: the final base call's result is dropped
+    x0_when_not_leftover: bool = True  # leftover off returns the last x0 prediction, not x
+    renoise_every_step: bool = True  # RegionalSampler, leftover-off path: the noise is re-added every step
+    reseed_every_call: bool = True  # ancestral noise reseeded per call: every 1-step call draws the same noise
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+FAITHFUL = Quirks()
+
+
 # --------------------------------------------------------------------------------------------
 # The program: which call or composite comes next
 
@@ -130,7 +148,8 @@ def second_seed(seed: int, seed_2nd: int, mode: str) -> int:
     return seed_2nd  # fixed; increment/decrement/randomize are "not implemented, same as fixed"
 
 
-def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, restore_latent) -> list[Op]:
+def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, restore_latent,
+                  renoise_every_step=True) -> list[Op]:
     """RegionalSampler's sub-steps (spec §7)."""
     adv = int(steps / denoise)
     start = adv - steps
@@ -151,6 +170,8 @@ def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, d
         _loop_body(ops, group, i, R, seed=seed2, steps=adv, base_noise=base_noise, add=add,
                    restore=restore_latent, text=f"{i + 1}/{steps} steps", total=total, start=start + base_only_steps)
         add = False
+        if not renoise_every_step:
+            base_noise = None
         group += 1
     ops.append(Op("finalize", group, adv, 0, adv, adv + 1, False, None, "inv", False, True, seed2, adv,
                   f"{steps}/{steps} steps", float(total)))
@@ -187,6 +208,7 @@ class RunContext:
     additional_sampler: str
     additional_sigma_ratio: float
     restore_latent: bool = True
+    quirks: Quirks = FAITHFUL
     latent_scale: float = 1.0
     schedules: dict = field(default_factory=dict)
     latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
@@ -223,18 +245,18 @@ class RunState:
     passes: tuple = ()  # samplers run by the last call (recovery adds a pass)
 
 
-def make_noise(latent, seed, batch_index, regions) -> torch.Tensor:
+def make_noise(latent, seed, batch_index, regions, zero_edges: bool = True) -> torch.Tensor:
     """prepare_noise, then every region's variation noise in region order (touch_noise)."""
     noise = prepare_noise(latent, seed, batch_index)
     for region in regions:
         noise = touch_noise(noise, region.mask_tensor, region.variation_seed, region.variation_strength,
-                            region.variation_method)
+                            region.variation_method, zero_fractional=zero_edges)
     return noise
 
 
 def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor, restore_latent, noise_specs,
                   batch_index, additional_mode, additional_sampler, additional_sigma_ratio, cond_cache=None,
-                  swap_quirk=True) -> RunContext:
+                  quirks: Quirks = FAITHFUL) -> RunContext:
     cond_cache = {} if cond_cache is None else cond_cache
 
     def encode(prompt):
@@ -246,11 +268,12 @@ def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor
         return Part(config, cfg_denoiser(model, encode(config.positive), encode(config.negative), config.cfg))
 
     mask_list = [r.mask_tensor for r in regions]
-    grown = [None] + [mask_ops.grow(m, overlap_factor, swap_quirk=swap_quirk) for m in mask_list]
+    grown = [None] + [mask_ops.grow(m, overlap_factor, swap_quirk=quirks.mask_wh_swap) for m in mask_list]
     inv = mask_ops.inverse_union(mask_list) if mask_list else None
-    noises = {name: make_noise(latent, seed, batch_index, regions) for name, seed in noise_specs.items()}
+    noises = {name: make_noise(latent, seed, batch_index, regions, quirks.touch_noise_zero_edges)
+              for name, seed in noise_specs.items()}
     return RunContext(model, [part(base)] + [part(r.config) for r in regions], grown, inv, noises, batch_index,
-                      additional_mode, additional_sampler, additional_sigma_ratio, bool(restore_latent),
+                      additional_mode, additional_sampler, additional_sigma_ratio, bool(restore_latent), quirks,
                       float(getattr(model, "latent_scale_factor", 1.0)))
 
 
@@ -262,6 +285,8 @@ def initial_state(latent: torch.Tensor) -> RunState:
 def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, noise):
     """One wrapper call (with recovery passes), converting to and from model space per call."""
     scale = ctx.latent_scale
+    # quirk: the reference reseeds ancestral noise on every call, so 1-step calls reuse one draw
+    sampler_seed = op.seed if ctx.quirks.reseed_every_call else (op.seed + op.i + 1) % 2**64
 
     def run(sampler, lat, ratio, noise_):
         # The reference skips process_latent_in for an all-zero latent; it is a no-op then anyway.
@@ -270,7 +295,8 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
         res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=total, start=op.start,
                            end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
                            sigma_max=ctx.model.sigmas[-1], sigma_ratio=ratio, noise=noise_, noise_mask=mask,
-                           batch_index=ctx.batch_index)
+                           batch_index=ctx.batch_index, sampler_seed=sampler_seed,
+                           return_x0=ctx.quirks.x0_when_not_leftover)
         if scale != 1.0 and res.sigmas is not None:
             res = replace(res, samples=res.samples / scale, denoised=res.denoised / scale)
         return res
@@ -336,7 +362,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     if op.kind == "finalize":
         base_latent = state.base_latent if state.base_latent is not None else state.latent
         # quirk: with restore_latent the final base call is made and then discarded
-        result = base_latent if restore else new_latent
+        result = base_latent if restore and ctx.quirks.discard_final_step else new_latent
         return replace(state, latent=new_latent, result=result, times_map=times + m, sigma_map=new_map, **common)
     base_latent, base_map = state.base_latent, state.base_sigma_map
     if op.kind == "base" and restore:

@@ -17,7 +17,7 @@ import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, List, TraitError, Unicode, observe, validate
 
 from . import regional
-from .regional import SamplerConfig, SEED_2ND_MODES
+from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
 from .sampling.noise import SEED_MAX, VARIATION_METHODS
 from .sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS, check_additional
@@ -52,6 +52,12 @@ def _bool(value, name):
 def _choice(value, name, options):
     if value not in options:
         raise ParameterError(f"{name}: unknown value {value!r}; accepted: {', '.join(options)}")
+    return value
+
+
+def _instance(value, name, cls):
+    if not isinstance(value, cls):
+        raise ParameterError(f"{name}: expected a {cls.__module__}.{cls.__name__}, got {type(value).__name__}")
     return value
 
 
@@ -112,7 +118,7 @@ class Region(HasTraits):
 # Parameters whose change re-plans the run (back to the start); the others fork from the current sub-step.
 _STRUCTURAL = ("add_noise", "noise_seed", "steps", "start_at_step", "end_at_step", "restore_latent",
                "return_with_leftover_noise", "seed", "seed_2nd", "seed_2nd_mode", "base_only_steps", "denoise",
-               "latent_image")
+               "latent_image", "quirks")
 _FORKING = ("base", "overlap_factor", "additional_mode", "additional_sampler", "additional_sigma_ratio")
 _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "variation_method")
 _STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
@@ -144,6 +150,7 @@ class RegionalSamplerSession(HasTraits):
     additional_mode = Any("ratio between")
     additional_sampler = Any("AUTO")
     additional_sigma_ratio = Any(0.3)
+    quirks = Any(FAITHFUL, help="the reference's quirks, each behind a switch (regional.Quirks)")
     history_limit = Int(512 * 2**20, help="bytes of tensors kept for scrubbing")
 
     # observable state, notified once per sub-step
@@ -266,6 +273,7 @@ class RegionalSamplerSession(HasTraits):
     _v_amode = _make_validator("additional_mode", lambda v, n: _choice(v, n, ADDITIONAL_MODES))
     _v_asampler = _make_validator("additional_sampler", lambda v, n: _choice(v, n, ADDITIONAL_SAMPLERS))
     _v_aratio = _make_validator("additional_sigma_ratio", lambda v, n: _float_in(v, n, 0.0, 1.0))
+    _v_quirks = _make_validator("quirks", lambda v, n: _instance(v, n, Quirks))
     del _make_validator
 
     def _check_run(self):
@@ -288,7 +296,8 @@ class RegionalSamplerSession(HasTraits):
                                           return_with_leftover_noise=self.return_with_leftover_noise)
         return regional.plan_regional(R=R, seed=self.seed, seed_2nd=self.seed_2nd, seed_2nd_mode=self.seed_2nd_mode,
                                       steps=self.steps, base_only_steps=self.base_only_steps, denoise=self.denoise,
-                                      restore_latent=self.restore_latent)
+                                      restore_latent=self.restore_latent,
+                                      renoise_every_step=self.quirks.renoise_every_step)
 
     def _context(self) -> regional.RunContext:
         if self._ctx is None:
@@ -301,7 +310,7 @@ class RegionalSamplerSession(HasTraits):
                 self._model, self.latent_image, self.base, self.regions, overlap_factor=self.overlap_factor,
                 restore_latent=self.restore_latent, noise_specs=specs, batch_index=self._batch_index,
                 additional_mode=self.additional_mode, additional_sampler=self.additional_sampler,
-                additional_sigma_ratio=self.additional_sigma_ratio, cond_cache=self._cond_cache)
+                additional_sigma_ratio=self.additional_sigma_ratio, cond_cache=self._cond_cache, quirks=self.quirks)
         return self._ctx
 
     @observe(*_STRUCTURAL)
@@ -394,17 +403,15 @@ class RegionalSamplerSession(HasTraits):
         status, progress = self._status_for(state)
         cursor = state.cursor
         group_index = max(k for k, s in enumerate(self._starts) if s <= cursor) if cursor < len(self._ops) else self.num_steps
+        values = dict(step_index=group_index, phase=self._ops[cursor - 1].phase if cursor else None,
+                      sigma=state.sigma, sigma_next=state.sigma_next, latent=state.latent, denoised=state.denoised,
+                      masks=self._latent_masks(), status=status, progress=progress, done=cursor == len(self._ops),
+                      result=state.result, sigma_map=state.sigma_map, times_map=state.times_map)
         with self.hold_trait_notifications():
-            self.step_index = group_index
-            self.phase = self._ops[cursor - 1].phase if cursor else None
-            self.sigma, self.sigma_next = state.sigma, state.sigma_next
-            self.latent = state.latent
-            self.denoised = state.denoised
-            self.masks = self._latent_masks()
-            self.status, self.progress = status, progress
-            self.done = cursor == len(self._ops)
-            self.result = state.result
-            self.sigma_map, self.times_map = state.sigma_map, state.times_map
+            for name, value in values.items():
+                # identity first: traitlets' own equality test would compare tensors elementwise
+                if self._trait_values.get(name) is not value:
+                    setattr(self, name, value)
 
     def _next_state(self, state):
         cursor = state.cursor
@@ -543,6 +550,7 @@ class RegionalSamplerSession(HasTraits):
                             "variation_strength": r.variation_strength, "variation_method": r.variation_method}
                            for r in self.regions],
                "batch_index": self._batch_index, "latent_channels": int(self._model.latent_channels),
+               "quirks": self.quirks.to_dict(),
                "cursor": state.cursor,
                "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
                          "passes": list(state.passes)}}
@@ -579,7 +587,7 @@ class RegionalSamplerSession(HasTraits):
         if doc.get("batch_index") is not None:
             latent = {"samples": latent, "batch_index": doc["batch_index"]}
         session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
-                      **doc["parameters"])
+                      quirks=Quirks(**doc.get("quirks", {})), **doc["parameters"])
         cursor = doc["cursor"]
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(session._ops):
             raise SessionFileError(f"session.json: cursor {cursor!r} is outside this run's 0..{len(session._ops)}")

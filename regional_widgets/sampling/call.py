@@ -49,11 +49,12 @@ class CallResult:
     sigmas: Optional[torch.Tensor]  # the sigmas run (None: the call was a no-op)
     model_calls: int = 0
     leftover: bool = True
+    return_x0: bool = True  # faithful quirk: without leftover noise the reference returns the x0 prediction
 
     @property
     def output(self) -> torch.Tensor:
         """What the reference returns: x with leftover noise, else the last x0 prediction."""
-        return self.samples if self.leftover else self.denoised
+        return self.samples if self.leftover or not self.return_x0 else self.denoised
 
 
 def sampler_call(
@@ -73,16 +74,20 @@ def sampler_call(
     noise_mask: Optional[torch.Tensor] = None,
     batch_index=None,
     callback: Optional[Callable] = None,
+    sampler_seed: Optional[int] = None,
+    return_x0: bool = True,
 ) -> CallResult:
     """Run one sampler call (all its steps) and return its x and last x0 prediction.
 
     ``noise`` given is used even when ``add_noise`` is False (the reference's behaviour, which
     RegionalSampler's re-noise path relies on). ``noise_mask`` is at any resolution.
+    ``sampler_seed`` seeds the per-step noise of ancestral-type samplers (default: ``seed``, as the
+    reference, which reseeds on every call); ``return_x0=False`` makes `CallResult.output` x always.
     """
     spec = get_sampler(sampler)
     plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
     if plan.sigmas is None:
-        return CallResult(latent, latent, None, 0, leftover)
+        return CallResult(latent, latent, None, 0, leftover, return_x0)
     sigmas = plan.sigmas
     if noise is None:
         noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
@@ -103,7 +108,8 @@ def sampler_call(
     if spec.noise == "brownian" and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.
         noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed)
-    state = start_sampler(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler)
+    state = start_sampler(sampler, x, sigmas, seed=seed if sampler_seed is None else sampler_seed,
+                          noise_sampler=noise_sampler)
     last_denoised = None
     while not state.done:
         state = step_sampler(model, state)
@@ -112,4 +118,4 @@ def sampler_call(
         if callback is not None:
             callback(state)
     denoised = state.x if last_denoised is None else last_denoised
-    return CallResult(state.x, denoised, sigmas, calls[0], leftover)
+    return CallResult(state.x, denoised, sigmas, calls[0], leftover, return_x0)

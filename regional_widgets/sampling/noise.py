@@ -137,11 +137,12 @@ def _slerp(strength: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return wa * a + wb * b
 
 
-def touch_noise(noise: torch.Tensor, mask: torch.Tensor, seed: int, strength: float, method: str = "linear"):
+def touch_noise(noise: torch.Tensor, mask: torch.Tensor, seed: int, strength: float, method: str = "linear",
+                zero_fractional: bool = True):
     """A region's variation noise mixed into ``noise`` inside its (undilated) mask.
 
-    Faithful quirk: where the mask resized to the noise's size is fractional, the result is
-    *zero* noise (neither the mixed nor the original noise).
+    Faithful quirk (``zero_fractional``): where the mask resized to the noise's size is
+    fractional, the result is *zero* noise; switched off, fractional values blend the two.
     """
     from .masks import resize
 
@@ -155,5 +156,7 @@ def touch_noise(noise: torch.Tensor, mask: torch.Tensor, seed: int, strength: fl
     else:
         mixed = _slerp(strength, noise, regional)
     m = resize(mask.to(noise.device, torch.float32), *noise.shape[-2:]).expand_as(noise)
+    if not zero_fractional:
+        return m * mixed + (1 - m) * noise
     zeros = torch.zeros_like(noise)
     return torch.where(m == 1.0, mixed, torch.where(m == 0.0, noise, zeros))

@@ -251,3 +251,55 @@ def test_status_text_and_progress_follow_the_reference():
     assert s.status == "0/4 steps | 1/2" and s.progress == pytest.approx(1 / 8)
     s.run()
     assert s.status.endswith("done") and s.progress == 8.0  # the reference's final progress is `total`
+
+
+def test_quirk_switches_each_turn_one_behaviour_off():
+    from regional_widgets.regional import Quirks
+
+    faithful = make(restore_latent=True)
+    faithful.run()
+    off = make(quirks=Quirks(discard_final_step=False))
+    off.run()
+    assert faithful.result is faithful.history[len(faithful.history) - 2].base_latent
+    assert torch.equal(off.result, off.latent) and not torch.equal(off.result, faithful.result)
+
+    x0 = make(restore_latent=False)
+    raw = make(restore_latent=False, quirks=Quirks(x0_when_not_leftover=False))
+    assert not torch.equal(x0.run(), raw.run())
+
+    shared = make(samplers=("euler_ancestral", "euler_ancestral"))
+    fresh = make(samplers=("euler_ancestral", "euler_ancestral"), quirks=Quirks(reseed_every_call=False))
+    assert not torch.equal(shared.run(), fresh.run())
+
+    wide = np.zeros((16, 32), np.float32)
+    wide[4:12, 8:24] = 1
+    region = rw.Region(wide, rw.SamplerConfig(positive="grass"))
+    small_model = rw.models.ToyWorld(n_exemplars=40, image_size=16)
+    latent = torch.zeros(1, 3, 16, 32)
+    swapped = rw.RegionalSamplerSession(small_model, latent, base=BASE, regions=[region], steps=3)
+    straight = rw.RegionalSamplerSession(small_model, latent, base=BASE, regions=[rw.Region(wide)], steps=3,
+                                         quirks=Quirks(mask_wh_swap=False))
+    assert swapped._context().region_masks[1].shape == (32, 16)
+    assert straight._context().region_masks[1].shape == (16, 32)
+
+
+def test_regional_sampler_renoise_switch():
+    from regional_widgets.regional import Quirks
+
+    faithful = make(node="RegionalSampler", base_only_steps=0)
+    fixed = make(node="RegionalSampler", base_only_steps=0, quirks=Quirks(renoise_every_step=False))
+    noisy = [op.noise for op in faithful.ops if op.kind == "base"]
+    once = [op.noise for op in fixed.ops if op.kind == "base"]
+    assert noisy == ["second"] * 6 and once == ["second"] + [None] * 5
+    assert not torch.equal(faithful.run(), fixed.run())
+
+
+def test_touch_noise_edge_switch():
+    from regional_widgets.sampling.noise import prepare_noise, touch_noise
+
+    noise = prepare_noise(torch.zeros(1, 2, 4, 4), 0)
+    mask = torch.full((4, 4), 0.5)
+    assert torch.equal(touch_noise(noise, mask, 1, 0.5), torch.zeros_like(noise))
+    blended = touch_noise(noise, mask, 1, 0.5, zero_fractional=False)
+    mixed = touch_noise(noise, torch.ones(4, 4), 1, 0.5)
+    assert torch.allclose(blended, 0.5 * mixed + 0.5 * noise)
