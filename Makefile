@@ -28,7 +28,7 @@ lab: env
 demo: lab
 
 test: test-env
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests notebooks
 
 clean:
 	rm -rf $(VENV) out
