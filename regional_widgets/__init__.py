@@ -5,5 +5,15 @@ from .regional import Quirks, SamplerConfig
 from .session import Region, RegionalSamplerSession, regional_sampler, regional_sampler_advanced
 
 __all__ = ["RegionalSamplerSession", "Region", "SamplerConfig", "Quirks", "empty_latent", "regional_sampler",
-           "regional_sampler_advanced", "models", "plot"]
+           "regional_sampler_advanced", "models", "plot", "RegionalSamplerApp"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The widgets import ipywidgets, ipycanvas and matplotlib: only when the app is asked for.
+    if name == "RegionalSamplerApp":
+        from .widgets.app import RegionalSamplerApp
+
+        return RegionalSamplerApp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .compare import compare, detail_ratios  # noqa: E402

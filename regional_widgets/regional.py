@@ -243,6 +243,7 @@ class RunState:
     times_map: Optional[torch.Tensor] = None  # calls that denoised each pixel in this step
     model_calls: int = 0
     passes: tuple = ()  # samplers run by the last call (recovery adds a pass)
+    extra: Optional[dict] = None  # coherent mode: the composite, each part's sampler state, outputs
 
 
 def make_noise(latent, seed, batch_index, regions, zero_edges: bool = True) -> torch.Tensor:

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, List, TraitError, Unicode, observe, validate
 
-from . import regional
+from . import coherent, regional
 from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
 from .sampling.noise import SEED_MAX, VARIATION_METHODS
 from .sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS, check_additional
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
+MODES = ("faithful", "coherent")
 
 
 class ParameterError(ValueError, TraitError):
@@ -118,7 +119,7 @@ class Region(HasTraits):
 # Parameters whose change re-plans the run (back to the start); the others fork from the current sub-step.
 _STRUCTURAL = ("add_noise", "noise_seed", "steps", "start_at_step", "end_at_step", "restore_latent",
                "return_with_leftover_noise", "seed", "seed_2nd", "seed_2nd_mode", "base_only_steps", "denoise",
-               "latent_image", "quirks")
+               "latent_image", "quirks", "mode")
 _FORKING = ("base", "overlap_factor", "additional_mode", "additional_sampler", "additional_sigma_ratio")
 _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "variation_method")
 _STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
@@ -151,6 +152,7 @@ class RegionalSamplerSession(HasTraits):
     additional_sampler = Any("AUTO")
     additional_sigma_ratio = Any(0.3)
     quirks = Any(FAITHFUL, help="the reference's quirks, each behind a switch (regional.Quirks)")
+    mode = Any("faithful", help="'faithful' (the reference, default) or 'coherent' (coherent.py)")
     history_limit = Int(512 * 2**20, help="bytes of tensors kept for scrubbing")
 
     # observable state, notified once per sub-step
@@ -274,11 +276,12 @@ class RegionalSamplerSession(HasTraits):
     _v_asampler = _make_validator("additional_sampler", lambda v, n: _choice(v, n, ADDITIONAL_SAMPLERS))
     _v_aratio = _make_validator("additional_sigma_ratio", lambda v, n: _float_in(v, n, 0.0, 1.0))
     _v_quirks = _make_validator("quirks", lambda v, n: _instance(v, n, Quirks))
+    _v_mode = _make_validator("mode", lambda v, n: _choice(v, n, MODES))
     del _make_validator
 
     def _check_run(self):
         """Cross-parameter checks, made before a run starts (single values are checked on assignment)."""
-        if self.node == "RegionalSamplerAdvanced":
+        if self.node == "RegionalSamplerAdvanced" and self.mode == "faithful":
             end = min(self.steps, self.end_at_step)
             if self.start_at_step >= end:
                 raise ParameterError(f"start_at_step: expected less than min(steps, end_at_step) = {end}, "
@@ -289,6 +292,9 @@ class RegionalSamplerSession(HasTraits):
 
     def _plan(self):
         R = len(self.regions)
+        if self.mode == "coherent":
+            ops, self._coherent_plan = coherent.plan_coherent(self)
+            return ops
         if self.node == "RegionalSamplerAdvanced":
             return regional.plan_advanced(R=R, add_noise=self.add_noise, noise_seed=self.noise_seed, steps=self.steps,
                                           start_at_step=self.start_at_step, end_at_step=self.end_at_step,
@@ -299,7 +305,12 @@ class RegionalSamplerSession(HasTraits):
                                       restore_latent=self.restore_latent,
                                       renoise_every_step=self.quirks.renoise_every_step)
 
-    def _context(self) -> regional.RunContext:
+    def _context(self):
+        if self._ctx is None and self.mode == "coherent":
+            seed = self.noise_seed if self.node == "RegionalSamplerAdvanced" else self.seed
+            add = self.add_noise if self.node == "RegionalSamplerAdvanced" else True
+            noise = regional.make_noise(self.latent_image, seed, self._batch_index, self.regions, zero_edges=False)
+            self._ctx = coherent.build_coherent_context(self, self._cond_cache, self._coherent_plan, noise, seed, add)
         if self._ctx is None:
             if self.node == "RegionalSamplerAdvanced":
                 specs = {"initial": self.noise_seed}
@@ -383,12 +394,29 @@ class RegionalSamplerSession(HasTraits):
             return [torch.ones(h, w)]
         ctx = self._context()
         if ctx.latent_masks is None:
-            ctx.latent_masks = [mask_ops.resize(ctx.inv, h, w)] + [mask_ops.resize(m, h, w) for m in ctx.region_masks[1:]]
+            if self.mode == "coherent":
+                ctx.latent_masks = ctx.weights  # the blend weights
+            else:
+                ctx.latent_masks = ([mask_ops.resize(ctx.inv, h, w)]
+                                    + [mask_ops.resize(m, h, w) for m in ctx.region_masks[1:]])
         return ctx.latent_masks
+
+    def _execute(self, state):
+        if self.mode == "coherent":
+            return coherent.execute_coherent(self._context(), self._ops, state)
+        return regional.execute(self._context(), self._ops, state)
+
+    def _coherent_note(self) -> str:
+        ignored = [f"region {j} ({r.config.scheduler})" for j, r in enumerate(self.regions, 1)
+                   if r.config.scheduler != self.base.scheduler]
+        note = f"coherent mode: one sigma grid from the base scheduler ({self.base.scheduler})"
+        if ignored:
+            note += "; ignored schedulers: " + ", ".join(ignored)
+        return note + "; no recovery pass or re-noising is needed"
 
     def _status_for(self, state) -> tuple:
         if state.cursor == 0:
-            return "ready", 0.0
+            return ("ready" if self.mode == "faithful" else f"ready ({self._coherent_note()})"), 0.0
         op = self._ops[state.cursor - 1]
         text = op.status
         if op.kind == "region" and self.regions[op.region - 1].is_empty:
@@ -417,16 +445,16 @@ class RegionalSamplerSession(HasTraits):
         cursor = state.cursor
         if cursor + 1 < len(self._history) and self._history[cursor + 1] is not None:
             return self._history[cursor + 1]
-        return regional.execute(self._context(), self._ops, state)
+        return self._execute(state)
 
     def _record(self, state):
         if len(self._history) > state.cursor:
             del self._history[state.cursor:]
             self._history_bytes = _history_nbytes(self._history)
         previous = self._history[-1]
-        shared = {id(v) for v in vars(previous).values()} if previous is not None else set()
-        self._history_bytes += sum(v.element_size() * v.nelement() for v in vars(state).values()
-                                   if isinstance(v, torch.Tensor) and id(v) not in shared)
+        shared = {id(t) for t in _tensors_of(previous)} if previous is not None else set()
+        fresh = {id(t): t for t in _tensors_of(state) if id(t) not in shared}
+        self._history_bytes += sum(t.element_size() * t.nelement() for t in fresh.values())
         self._history.append(state)
         if self._history_bytes > self.history_limit:
             self._evict()
@@ -455,7 +483,7 @@ class RegionalSamplerSession(HasTraits):
             k -= 1
         state = self._history[k]
         while state.cursor < cursor:
-            state = regional.execute(self._context(), self._ops, state)
+            state = self._execute(state)
         return state
 
     def _atomic(self, fn):
@@ -525,7 +553,7 @@ class RegionalSamplerSession(HasTraits):
                 state = self._state if self._state.cursor <= target else self._snapshot_at(len(self._history) - 1)
                 state = self._history[-1] if self._history[-1] is not None else state
                 while state.cursor < target:
-                    state = regional.execute(self._context(), self._ops, state)
+                    state = self._execute(state)
                     self._record(state)
             self._state = state
             self._publish(state)
@@ -542,7 +570,7 @@ class RegionalSamplerSession(HasTraits):
 
         The state at the current sub-step is saved too, so load -> continue equals never stopping.
         """
-        from .io.session_files import write_session
+        from .io.session_files import pack_tree, write_session
 
         state = self._state
         doc = {"node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
@@ -556,6 +584,8 @@ class RegionalSamplerSession(HasTraits):
                          "passes": list(state.passes)}}
         tensors = {"latent_image": self.latent_image}
         tensors.update({f"state.{n}": getattr(state, n) for n in _STATE_TENSORS if getattr(state, n) is not None})
+        doc["mode"] = self.mode
+        doc["extra"] = pack_tree(_plain_extra(state.extra), "extra", tensors) if state.extra else None
         write_session(path, doc, {f"region_{j}": r.mask for j, r in enumerate(self.regions, 1)}, tensors)
 
     @classmethod
@@ -587,14 +617,19 @@ class RegionalSamplerSession(HasTraits):
         if doc.get("batch_index") is not None:
             latent = {"samples": latent, "batch_index": doc["batch_index"]}
         session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
-                      quirks=Quirks(**doc.get("quirks", {})), **doc["parameters"])
+                      quirks=Quirks(**doc.get("quirks", {})), mode=doc.get("mode", "faithful"), **doc["parameters"])
         cursor = doc["cursor"]
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(session._ops):
             raise SessionFileError(f"session.json: cursor {cursor!r} is outside this run's 0..{len(session._ops)}")
         extra = doc["state"]
+        from .io.session_files import unpack_tree
+
+        stored = doc.get("extra")
+        extra_tree = _live_extra(session, unpack_tree(stored, tensors)) if stored else None
         state = regional.RunState(**{n: tensors.get(f"state.{n}") for n in _STATE_TENSORS}, cursor=cursor,
                                   sigma=extra["sigma"], sigma_next=extra["sigma_next"],
-                                  model_calls=extra["model_calls"], passes=tuple(extra["passes"]))
+                                  model_calls=extra["model_calls"], passes=tuple(extra["passes"]),
+                                  extra=extra_tree)
         if state.latent is None or state.latent.shape != session.latent_image.shape:
             raise SessionFileError("latents.safetensors: the saved state does not match the latent's shape")
         if cursor:
@@ -622,14 +657,51 @@ class RegionalSamplerSession(HasTraits):
                 f"{self.num_steps} status={self.status!r}>")
 
 
+_PART_FIELDS = ("sampler", "x", "sigmas", "i", "memory", "denoised", "sigma", "sigma_next")
+
+
+def _plain_extra(extra: dict) -> dict:
+    """Coherent-mode state as plain data (sampler states as dicts; noise samplers are rebuilt)."""
+    parts = [None if p is None else {f: getattr(p, f) for f in _PART_FIELDS} for p in extra["parts"]]
+    return {"x": extra["x"], "parts": parts, "outputs": list(extra["outputs"]),
+            "first": None if extra.get("first") is None else list(extra["first"])}
+
+
+def _live_extra(session, plain: dict) -> dict:
+    """The inverse of `_plain_extra`: sampler states with their noise samplers rebuilt."""
+    from .sampling.samplers import SamplerState
+
+    fresh = coherent._start_parts(session._context(), plain["x"])
+    parts = []
+    for stored, new in zip(plain["parts"], fresh):
+        if stored is None:
+            parts.append(None)
+        else:
+            parts.append(SamplerState(**stored, noise_sampler=new.noise_sampler if new is not None else None))
+    first = plain.get("first")
+    return {"x": plain["x"], "parts": tuple(parts), "outputs": tuple(plain["outputs"]),
+            "first": None if first is None else tuple(first)}
+
+
+def _tensors_of(value):
+    """Every tensor a state holds, including coherent mode's composite, outputs and sampler memory."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors_of(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors_of(v)
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            if name != "noise_sampler":
+                yield from _tensors_of(getattr(value, name))
+
+
 def _nbytes(state) -> int:
     """Bytes of the tensors a state holds (a tensor shared by two fields counts once)."""
-    seen, total = set(), 0
-    for value in vars(state).values():
-        if isinstance(value, torch.Tensor) and id(value) not in seen:
-            seen.add(id(value))
-            total += value.element_size() * value.nelement()
-    return total
+    return _history_nbytes([state])
 
 
 def _history_nbytes(history) -> int:
@@ -638,10 +710,10 @@ def _history_nbytes(history) -> int:
     for state in history:
         if state is None:
             continue
-        for value in vars(state).values():
-            if isinstance(value, torch.Tensor) and id(value) not in seen:
-                seen.add(id(value))
-                total += value.element_size() * value.nelement()
+        for t in _tensors_of(state):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.element_size() * t.nelement()
     return total
 
 

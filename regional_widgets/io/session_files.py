@@ -69,3 +69,39 @@ def read_session(path):
     except Exception as err:
         raise SessionFileError(f"latents.safetensors: cannot be read ({type(err).__name__}: {err})") from None
     return doc, masks, tensors
+
+
+def pack_tree(value, prefix: str, tensors: dict):
+    """A JSON-able skeleton of nested dicts/lists/tuples/scalars; tensors go to ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value
+        return {"tensor": prefix}
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{prefix}: only string keys can be stored")
+        return {"dict": {k: pack_tree(v, f"{prefix}.{k}", tensors) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        kind = "tuple" if isinstance(value, tuple) else "list"
+        return {kind: [pack_tree(v, f"{prefix}.{n}", tensors) for n, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"{prefix}: cannot store a {type(value).__name__}")
+
+
+def unpack_tree(doc, tensors: dict):
+    """The inverse of `pack_tree`; a missing tensor or an unknown node raises SessionFileError."""
+    if not isinstance(doc, dict) or len(doc) != 1:
+        raise SessionFileError(f"session.json: malformed stored value {str(doc)[:80]}")
+    (kind, body), = doc.items()
+    if kind == "tensor":
+        if body not in tensors:
+            raise SessionFileError(f"latents.safetensors: missing tensor {body!r}")
+        return tensors[body]
+    if kind == "dict":
+        return {k: unpack_tree(v, tensors) for k, v in body.items()}
+    if kind in ("list", "tuple"):
+        items = [unpack_tree(v, tensors) for v in body]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "value":
+        return body
+    raise SessionFileError(f"session.json: unknown stored kind {kind!r}")

@@ -65,6 +65,39 @@ def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> Denoiser:
     return denoise
 
 
+def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts) -> list:
+    """The CFG predictions of several (positive, negative, cfg) parts at one (x, sigma), batched.
+
+    Every distinct cond is evaluated once (parts usually share the empty negative). A model with
+    the optional ``call_batch(x, sigma, conds)`` (one cond per batch item) gets a single call;
+    any other model gets one ``model(x, sigma, cond)`` call per distinct cond.
+    """
+    conds, slots = [], {}
+
+    def slot(cond):
+        if id(cond) not in slots:
+            slots[id(cond)] = len(conds)
+            conds.append(cond)
+        return slots[id(cond)]
+
+    plan = [(slot(pos), None if math.isclose(float(cfg), 1.0) else slot(neg), float(cfg)) for pos, neg, cfg in parts]
+    batch = len(x)
+    if hasattr(model, "call_batch"):
+        xs = x.repeat(len(conds), *([1] * (x.ndim - 1)))
+        flat = model.call_batch(xs, sigma.repeat(len(conds)), [c for c in conds for _ in range(batch)])
+        preds = list(flat.split(batch))
+    else:
+        preds = [model(x, sigma, c) for c in conds]
+    out = []
+    for pos, neg, cfg in plan:
+        if neg is None:
+            out.append(preds[pos])
+        else:
+            uncond = preds[neg]
+            out.append(uncond + (preds[pos] - uncond) * cfg)
+    return out
+
+
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")

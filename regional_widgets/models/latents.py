@@ -46,7 +46,8 @@ class PixelSpace:
 class SDPreviewSpace:
     channels, downscale = 4, 8
 
-    def __init__(self):
+    def __init__(self, downscale: int = 8):
+        self.downscale = int(downscale)
         self.to_rgb = SD15_LATENT_RGB_FACTORS  # [4, 3]
         self.from_rgb = torch.linalg.pinv(self.to_rgb)  # [3, 4]; from_rgb @ to_rgb = I
 

@@ -32,6 +32,7 @@ class ToyCond:
     count: int
     exemplars: torch.Tensor = field(repr=False)
     norms: torch.Tensor = field(repr=False)
+    index: torch.Tensor = field(default=None, repr=False)  # rows of the full set (None: all)
 
 
 @lru_cache(maxsize=4)
@@ -99,7 +100,7 @@ class ToyWorld:
             raise ValueError(f"prompt: {prompt!r} matches no exemplar (none is labelled with all of "
                              f"{sorted(words)}); a label is one material (sky, grass, ...) or a colour "
                              "and a shape (e.g. 'red circle')")
-        return ToyCond(prompt, words, len(index), self._exemplars[index], self._norms[index])
+        return ToyCond(prompt, words, len(index), self._exemplars[index], self._norms[index], index)
 
     def __call__(self, x: torch.Tensor, sigma, cond: ToyCond) -> torch.Tensor:
         """The posterior mean of x0 given x, per batch item; ``D(x, 0) = x``; output in x.dtype."""
@@ -112,6 +113,35 @@ class ToyWorld:
             out = flat.clone()
             if live.any():
                 out[live] = self._posterior_mean(flat[live], sigma[live] ** 2, cond)
+        return out.view(x.shape).to(x.dtype)
+
+    def call_batch(self, x: torch.Tensor, sigma, conds) -> torch.Tensor:
+        """One cond per batch item, in one call (the optional batched member of the protocol).
+
+        Items with the same x share their dot products with the exemplars, the costly part, so
+        R prompts on one latent cost little more than one call.
+        """
+        if len(conds) != len(x):
+            raise ValueError(f"conds: expected one cond per batch item ({len(x)}), got {len(conds)}")
+        sigma = self._check_call(x, sigma, conds[0])
+        for cond in conds:
+            self._check_call(x[:1], sigma[:1], cond)
+        flat = x.reshape(len(x), -1).double()
+        out = flat.clone()  # D(x, 0) = x
+        dots = {}
+        for k, cond in enumerate(conds):
+            if sigma[k] <= 0:
+                continue
+            rep = next((j for j in dots if torch.equal(flat[j], flat[k])), k)
+            if rep not in dots:
+                dots[rep] = flat[rep] @ self._exemplars.T
+            row = dots[rep] if cond.index is None else dots[rep][cond.index]
+            var = self.mixture_variance + sigma[k] ** 2
+            weights = torch.softmax((row - 0.5 * cond.norms) / var, dim=0)
+            mean = weights @ cond.exemplars
+            if self.mixture_variance:
+                mean = (sigma[k] ** 2 * mean + self.mixture_variance * flat[k]) / var
+            out[k] = mean
         return out.view(x.shape).to(x.dtype)
 
     def _posterior_mean(self, x, s2, cond):

@@ -1,0 +1,225 @@
+"""Coherent mode: regional sampling that keeps every sampler's detail, order and noise.
+
+The faithful loop (regional.py) steps each region from a latent the base call already moved, in
+1-step calls that forget multistep history and reuse one noise draw. Here instead, at step i the
+base and every region start from the same composite ``x_i`` at ``sigma_i`` (the base schedule's
+grid), each advances its own full-latent copy one step with its own sampler and keeps its own
+state across steps, and the new composite is the blend ``sum_r w_r x_r'`` with weights that
+partition unity (``regional_weights``). Stochastic samplers share one fresh draw per step (one
+per-run stream), SDE samplers one Brownian path; the first model evaluation of all parts at
+``(x_i, sigma_i)`` is one batched call (`models.base.batched_cfg`).
+
+No noise_mask mechanics, no recovery pass and no re-noising are needed here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .models.base import batched_cfg
+from .regional import Op, RunState
+from .sampling import masks as mask_ops
+from .sampling.noise import BrownianTreeNoiseSampler, is_max_denoise, noise_scaling
+from .sampling.samplers import get_sampler, start as start_sampler, step as step_sampler
+from .sampling.schedules import ksampler_sigmas, sampler_sigmas, slice_sigmas
+
+OWN_GRID_SAMPLERS = ("dpm_fast", "dpm_adaptive")  # integrate on a grid of their own: fresh per step
+_STREAM = 0x9E3779B97F4A7C15  # mixes the step index into the run's seed
+
+
+def feather(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """A soft mask: the box average over ``width`` pixels (odd-sized, centred), at mask resolution."""
+    if width <= 1:
+        return mask.clone()
+    k = width | 1
+    return F.avg_pool2d(mask[None, None], k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
+
+
+def regional_weights(masks, latent_hw, overlap_factor: int, active=None):
+    """Blend weights at latent resolution: ``[w_base, w_1, ..., w_R]``, summing to 1 everywhere.
+
+    Each region weighs its feathered mask, normalised where the regions' masks sum past 1; the
+    base gets what is left. ``active`` (per region) switches regions off (weight 0).
+    """
+    h, w = latent_hw
+    soft = [mask_ops.resize(feather(m, overlap_factor), h, w) for m in masks]
+    if active is not None:
+        soft = [m if on else torch.zeros_like(m) for m, on in zip(soft, active)]
+    total = sum(soft) if soft else torch.zeros(h, w)
+    scale = torch.clamp(total, min=1.0)
+    return [torch.clamp(1.0 - total, min=0.0)] + [m / scale for m in soft]
+
+
+class StepNoise:
+    """Fresh Gaussian draws for step i of a run; every part at that step gets the same draws."""
+
+    def __init__(self, like: torch.Tensor, seed: int, i: int):
+        self.like = like
+        self.generator = torch.Generator().manual_seed((seed * _STREAM + i + 1) % 2**64)
+
+    def __call__(self, sigma=None, sigma_next=None):
+        return torch.randn(self.like.shape, generator=self.generator, dtype=self.like.dtype).to(self.like.device)
+
+    def clone(self):
+        twin = StepNoise.__new__(StepNoise)
+        twin.like, twin.generator = self.like, torch.Generator()
+        twin.generator.set_state(self.generator.get_state())
+        return twin
+
+
+@dataclass(frozen=True)
+class CoherentPlan:
+    sigmas: torch.Tensor  # the shared grid (base schedule, sliced)
+    base_only: int  # leading steps in which only the base moves (RegionalSampler's base_only_steps)
+
+
+def plan_coherent(session) -> tuple[list, CoherentPlan]:
+    """The sub-steps of a coherent run: per step, each part's step, then the blend."""
+    base = session.base
+    if session.node == "RegionalSamplerAdvanced":
+        total = sampler_sigmas(session.model.sigmas, base.sampler, base.scheduler, session.steps)
+        sigmas = slice_sigmas(total, session.start_at_step, session.end_at_step,
+                              not session.return_with_leftover_noise)
+        base_only = 0
+    else:
+        sigmas = ksampler_sigmas(session.model.sigmas, base.sampler, base.scheduler, session.steps, session.denoise)
+        base_only = session.base_only_steps
+    sigmas = sigmas * base.sigma_factor
+    n = 0 if sigmas is None else len(sigmas) - 1
+    R = len(session.regions)
+    ops = []
+    for i in range(n):
+        text = f"{i + 1}/{n} steps (coherent)"
+        ops.append(Op("base", i, i, 0, i, i + 1, status=text, progress=(i * (R + 1) + 1) / (n * (R + 1))))
+        for j in range(1, R + 1):
+            ops.append(Op("region", i, i, j, i, i + 1, status=f"{text} | {j}/{R}",
+                          progress=(i * (R + 1) + j + 1) / (n * (R + 1))))
+        ops.append(Op("blend", i, i, 0, i, i + 1, status=f"{text} | blend", progress=(i + 1) / n))
+    return ops, CoherentPlan(sigmas, base_only)
+
+
+@dataclass
+class CoherentContext:
+    model: object
+    configs: list  # SamplerConfig of the base, then each region
+    conds: list  # (positive, negative, cfg) per part
+    weights: list  # [w_base, w_1, ...] at latent resolution
+    weights_base_only: list
+    plan: CoherentPlan
+    noise: torch.Tensor  # the initial noise (VAE space), touched by the regions' variation noise
+    add_noise: bool
+    seed: int
+    latent_scale: float = 1.0
+    latent_masks: Optional[list] = None
+
+
+def build_coherent_context(session, cond_cache, plan: CoherentPlan, noise: torch.Tensor, seed: int, add_noise: bool):
+    model = session.model
+    configs = [session.base] + [r.config for r in session.regions]
+
+    def encode(prompt):
+        if prompt not in cond_cache:
+            cond_cache[prompt] = model.encode(prompt)
+        return cond_cache[prompt]
+
+    conds = [(encode(c.positive), encode(c.negative), c.cfg) for c in configs]
+    hw = session.latent_image.shape[-2:]
+    masks = [r.mask_tensor for r in session.regions]
+    weights = regional_weights(masks, hw, session.overlap_factor)
+    base_only = regional_weights(masks, hw, session.overlap_factor, active=[False] * len(masks))
+    return CoherentContext(model, configs, conds, weights, base_only, plan, noise, add_noise, seed,
+                           float(getattr(model, "latent_scale_factor", 1.0)))
+
+
+def _start_parts(ctx: CoherentContext, x: torch.Tensor) -> tuple:
+    sigmas = ctx.plan.sigmas
+    positive = sigmas[sigmas > 0]
+    tree = None
+    if any(get_sampler(c.sampler).noise == "brownian" for c in ctx.configs) and len(positive):
+        tree = BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), ctx.seed)  # one path for all parts
+    parts = []
+    for config in ctx.configs:
+        noise = tree if get_sampler(config.sampler).noise == "brownian" else None
+        if config.sampler in OWN_GRID_SAMPLERS:
+            parts.append(None)  # started afresh on [sigma_i, sigma_i+1] at every step
+        else:
+            parts.append(start_sampler(config.sampler, x, sigmas, seed=ctx.seed, noise_sampler=noise))
+    return tuple(parts)
+
+
+class _FirstEvalCache:
+    """The part's denoiser, answering the step's first evaluation from the batched call."""
+
+    def __init__(self, ctx, part: int, x, sigma, first):
+        self.ctx, self.part, self.x, self.sigma, self.first = ctx, part, x, sigma, first
+        self.calls = 0
+
+    def __call__(self, x, sigma):
+        if x is self.x and torch.all(sigma == self.sigma):
+            return self.first
+        self.calls += 1
+        pos, neg, cfg = self.ctx.conds[self.part]
+        return batched_cfg(self.ctx.model, x, sigma, [(pos, neg, cfg)])[0]
+
+
+def initial_coherent_state(ctx: CoherentContext, latent: torch.Tensor) -> RunState:
+    zeros = torch.zeros(latent.shape[-2:])
+    return RunState(latent, sigma_map=zeros, base_sigma_map=zeros, times_map=zeros)
+
+
+def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunState:
+    """Run the sub-step at ``state.cursor`` (pure): one part's step, or the blend."""
+    op = ops[state.cursor]
+    i, sigmas = op.i, ctx.plan.sigmas
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    extra = dict(state.extra or {})
+    if i == 0 and op.kind == "base":
+        x = state.latent * ctx.latent_scale if ctx.latent_scale != 1.0 else state.latent
+        if ctx.add_noise:
+            x = noise_scaling(sigma, ctx.noise.to(x.device, x.dtype), x, is_max_denoise(ctx.model.sigmas[-1], sigma))
+        extra = {"x": x, "parts": _start_parts(ctx, x), "outputs": ()}
+    x = extra["x"]
+    calls = state.model_calls
+    if op.kind == "base":
+        # every part's first evaluation at (x_i, sigma_i) in one batched call
+        extra["first"] = tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds))
+        calls += 1
+    if op.kind in ("base", "region"):
+        part = op.region
+        config = ctx.configs[part]
+        first = extra["first"][part]
+        cache = _FirstEvalCache(ctx, part, x, sigma * x.new_ones([len(x)]), first)
+        if config.sampler in OWN_GRID_SAMPLERS:
+            stepped = start_sampler(config.sampler, x, sigmas[i:i + 2], seed=ctx.seed)
+            while not stepped.done:
+                stepped = step_sampler(cache, stepped)
+            # they never reach sigma 0 (a last slice to 0 is a no-op): finish on the x0 prediction
+            out = first if float(sigma_next) == 0 else stepped.x
+            denoised = first if stepped.denoised is None else stepped.denoised
+        else:
+            previous = replace(extra["parts"][part], x=x)
+            if get_sampler(config.sampler).noise == "default":
+                previous = replace(previous, noise_sampler=StepNoise(x, ctx.seed, i))
+            stepped = step_sampler(cache, previous)
+            parts = list(extra["parts"])
+            parts[part] = stepped
+            extra["parts"] = tuple(parts)
+            out, denoised = stepped.x, stepped.denoised
+        extra["outputs"] = extra["outputs"] + (out,)
+        unscale = (lambda t: t / ctx.latent_scale) if ctx.latent_scale != 1.0 else (lambda t: t)
+        return replace(state, cursor=state.cursor + 1, extra=extra, latent=unscale(out),
+                       model_calls=calls + cache.calls, denoised=unscale(denoised), sigma=float(sigma),
+                       sigma_next=float(sigma_next))
+    # blend
+    weights = ctx.weights_base_only if i < ctx.plan.base_only else ctx.weights
+    new_x = sum(w.to(x.device, x.dtype) * out for w, out in zip(weights, extra["outputs"]))
+    extra = dict(extra, x=new_x, outputs=(), first=None)
+    latent = new_x / ctx.latent_scale if ctx.latent_scale != 1.0 else new_x
+    done = state.cursor + 1 == len(ops)
+    level = torch.full(latent.shape[-2:], float(sigma_next))
+    return replace(state, cursor=state.cursor + 1, extra=extra, latent=latent, base_latent=latent,
+                   result=latent if done else None, sigma=float(sigma), sigma_next=float(sigma_next),
+                   sigma_map=level, base_sigma_map=level, times_map=sum(weights), model_calls=calls)

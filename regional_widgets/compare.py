@@ -1,0 +1,107 @@
+"""Faithful vs coherent, side by side: final images, x0 strips, detail ratios, effective-sigma maps.
+
+The **region detail ratio** asks whether a region came out as detailed as its sampler makes a
+picture on its own: the region's error (mean squared distance of its pixels to the nearest
+exemplar of its prompt) divided by the same error of a plain run of the same sampler over the
+whole image with that prompt (same seed, same sigma grid). 1.0 = as detailed as a plain run;
+below 1 = under-noised ("undetailed"), above 1 = leftover noise. It needs a model that knows its
+exemplars (`ToyWorld`); other models get images and maps only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .models.base import cfg_denoiser
+from .sampling import masks as mask_ops
+from .sampling.noise import is_max_denoise, noise_scaling, prepare_noise
+from .sampling.samplers import sample
+from .sampling.schedules import sampler_sigmas
+
+
+def _exemplars_of(model, prompt):
+    words = frozenset(prompt.lower().replace(",", " ").split())
+    index = [k for k, labels in enumerate(model.labels) if words <= labels]
+    return model.exemplars[index]
+
+
+def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, erode: int = 4) -> float:
+    """Mean squared distance of the region's pixels to the nearest exemplar of ``prompt``.
+
+    The region is the mask eroded by ``erode`` latent pixels, so seams and feathering don't count.
+    """
+    h, w = latent.shape[-2:]
+    m = mask_ops.resize(torch.as_tensor(mask, dtype=torch.float32), h, w) >= 0.5
+    if erode:
+        k = 2 * erode + 1
+        m = -torch.nn.functional.max_pool2d(-m.float()[None, None], k, stride=1, padding=erode)[0, 0] >= 0.5
+    if not m.any():
+        raise ValueError("mask: the region is empty after erosion; paint a larger region")
+    ex = _exemplars_of(model, prompt)[:, :, m]
+    values = latent[0][:, m].double()
+    return float(((ex.double() - values) ** 2).flatten(1).mean(1).min())
+
+
+def plain_error(model, session, region: int, seed=None) -> float:
+    """The error of the same sampler run plainly over the whole image with the region's prompt,
+    on the sigma grid the region ran on (its own schedule; the base grid in coherent mode)."""
+    config = session.regions[region - 1].config
+    steps = session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
+    if session.mode == "coherent":
+        sigmas = session._context().plan.sigmas  # the grid the region really ran on
+    else:
+        sigmas = sampler_sigmas(model.sigmas, config.sampler, config.scheduler, steps)
+    seed = (session.noise_seed if session.node == "RegionalSamplerAdvanced" else session.seed) if seed is None else seed
+    latent = session.latent_image
+    noise = prepare_noise(latent, seed)
+    x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(model.sigmas[-1], sigmas[0]))
+    denoise = cfg_denoiser(model, model.encode(config.positive), model.encode(config.negative), config.cfg)
+    last = {}
+    out = sample(denoise, x, sigmas, config.sampler, seed=seed, callback=lambda info: last.update(d=info["denoised"]))
+    if config.sampler in ("dpm_fast", "dpm_adaptive"):
+        out = last.get("d", out)  # they stop above sigma 0: their last x0 prediction is the picture
+    return region_error(model, out, session.regions[region - 1].mask, config.positive)
+
+
+def detail_ratios(session) -> list:
+    """Per region: its error in the session's result over a plain run's error (needs a run)."""
+    if session.result is None:
+        session.run()
+    model = session.model
+    return [region_error(model, session.result, r.mask, r.config.positive) / plain_error(model, session, j)
+            for j, r in enumerate(session.regions, 1)]
+
+
+def compare(a, b, *, labels=("A", "B"), every: int = 4):
+    """A figure comparing two sessions (run to the end if needed): final images, x0 strips,
+    per-region detail ratios (models with exemplars) and effective-sigma maps."""
+    import matplotlib.pyplot as plt
+
+    sessions = [a, b]
+    strips = []
+    for s in sessions:
+        s.reset()
+        frames = []
+        while not s.done:
+            s.step()
+            if s.denoised is not None and s.step_index % every == 0:
+                frames.append(s.model.decode(s.denoised)[0].clamp(0, 1).numpy())
+        strips.append(frames)
+    has_exemplars = hasattr(a.model, "exemplars") and hasattr(a.model, "labels")
+    ratios = [detail_ratios(s) if has_exemplars and s.regions else [] for s in sessions]
+    cols = max(len(f) for f in strips) + 2
+    fig, axes = plt.subplots(2, cols, figsize=(1.5 * cols, 3.6), squeeze=False)
+    for row, (s, frames, label, r) in enumerate(zip(sessions, strips, labels, ratios)):
+        for ax in axes[row]:
+            ax.axis("off")
+        axes[row][0].imshow(s.model.decode(s.result)[0].clamp(0, 1).numpy())
+        text = ", ".join(f"{x:.2f}" for x in r)
+        axes[row][0].set_title(f"{label}\ndetail {text}" if r else label, fontsize=7)
+        im = axes[row][1].imshow(s.sigma_map, cmap="viridis")
+        axes[row][1].set_title("effective σ (last step)", fontsize=6)
+        for k, rgb in enumerate(frames):
+            axes[row][2 + k].imshow(rgb)
+            axes[row][2 + k].set_title(f"x0 @ step {every * (k + 1)}", fontsize=6)
+    fig.tight_layout()
+    fig.detail_ratios = {label: r for label, r in zip(labels, ratios)}
+    return fig
