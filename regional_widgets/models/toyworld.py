@@ -128,20 +128,22 @@ class ToyWorld:
             self._check_call(x[:1], sigma[:1], cond)
         flat = x.reshape(len(x), -1).double()
         out = flat.clone()  # D(x, 0) = x
-        dots = {}
-        for k, cond in enumerate(conds):
-            if sigma[k] <= 0:
-                continue
+        live = [k for k in range(len(conds)) if sigma[k] > 0]
+        dots, weights = {}, torch.zeros(len(live), len(self.labels), dtype=torch.float64)
+        for row, k in enumerate(live):
             rep = next((j for j in dots if torch.equal(flat[j], flat[k])), k)
             if rep not in dots:
-                dots[rep] = flat[rep] @ self._exemplars.T
-            row = dots[rep] if cond.index is None else dots[rep][cond.index]
+                dots[rep] = flat[rep] @ self._exemplars.T  # one pass over the exemplars per distinct x
+            cond = conds[k]
+            index = slice(None) if cond.index is None else cond.index
             var = self.mixture_variance + sigma[k] ** 2
-            weights = torch.softmax((row - 0.5 * cond.norms) / var, dim=0)
-            mean = weights @ cond.exemplars
+            weights[row, index] = torch.softmax((dots[rep][index] - 0.5 * cond.norms) / var, dim=0)
+        if live:
+            means = weights @ self._exemplars  # every item's posterior mean in one more pass
+            s2 = sigma[live][:, None] ** 2
             if self.mixture_variance:
-                mean = (sigma[k] ** 2 * mean + self.mixture_variance * flat[k]) / var
-            out[k] = mean
+                means = (s2 * means + self.mixture_variance * flat[live]) / (self.mixture_variance + s2)
+            out[live] = means
         return out.view(x.shape).to(x.dtype)
 
     def _posterior_mean(self, x, s2, cond):
