@@ -56,6 +56,8 @@ def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> Denoiser:
         return lambda x, sigma: model(x, sigma, positive)
     if negative is None:
         negative = model.encode("")
+    if hasattr(model, "call_batch"):  # the CFG pair as one call of batch 2
+        return lambda x, sigma: batched_cfg(model, x, sigma, [(positive, negative, cfg)])[0]
 
     def denoise(x, sigma):
         uncond = model(x, sigma, negative)

@@ -168,14 +168,16 @@ class DiffusersModel:
         index = json.loads(index_file.read_text()) if index_file.is_file() else {}
         modules = {}
         for name, default in _COMPONENTS.items():
-            library, class_name = (index.get(name) or default)[:2]
+            entry = index.get(name)
+            library, class_name = entry[:2] if entry and entry[0] else default
             sub = folder / name
             if not sub.is_dir():
                 raise FileNotFoundError(f"{folder}: missing the {name}/ subfolder; expected a diffusers folder "
                                         f"with {', '.join(_COMPONENTS)} and scheduler/")
             loader = getattr(importlib.import_module(library), class_name)
             native = library == "diffusers" and torch_dtype is not None  # diffusers keeps fp32-only parts fp32
-            module = loader.from_pretrained(sub, local_files_only=True, **({"torch_dtype": torch_dtype} if native else {}))
+            kwargs = {"torch_dtype": torch_dtype} if native else {}
+            module = loader.from_pretrained(sub, local_files_only=True, **kwargs)
             if name != "tokenizer":
                 module = module.to(device=device, dtype=None if native else torch_dtype).eval()
             modules[name] = module
@@ -243,7 +245,7 @@ class DiffusersModel:
             raise ValueError(f"sigma: expected one value per batch item ({len(x)}), got {sigma.numel()}")
         s = sigma.view(-1, 1, 1, 1)
         device, dtype = self.device, self.dtype
-        # The same expressions as diffusers' scale_model_input and step(), so float32 runs match it bitwise.
+        # The same expressions as diffusers' scale_model_input and step(): bitwise equal at the same t.
         x_in = (x / ((s ** 2 + 1) ** 0.5)).to(device, dtype)
         t = self.timestep(sigma).to(device, torch.float32)
         context = cond.to(device, dtype).expand(len(x), -1, -1)
@@ -308,9 +310,10 @@ def _local_folder(path) -> Path:
         return folder
     text = str(path)
     if folder.exists():
-        raise NotADirectoryError(f"{text!r} is a file; expected a diffusers folder (model_index.json, unet/, vae/, "
-                                 "text_encoder/, tokenizer/, scheduler/). For a single-file checkpoint, load it with "
-                                 "diffusers' StableDiffusionPipeline.from_single_file and use DiffusersModel.from_pipeline")
+        raise NotADirectoryError(f"{text!r} is a file; expected a diffusers folder (model_index.json, unet/, "
+                                 "vae/, text_encoder/, tokenizer/, scheduler/). For a single-file checkpoint, load "
+                                 "it with diffusers' StableDiffusionPipeline.from_single_file and use "
+                                 "DiffusersModel.from_pipeline")
     if _HUB_ID.fullmatch(text):
         raise FileNotFoundError(f"{text!r} looks like a Hugging Face Hub id, and there is no such local folder. "
                                 "DiffusersModel never downloads: the weights must be on disk. Download them "

@@ -94,21 +94,23 @@ def test_a_failing_model_call_leaves_every_trait_as_it_was(exc):
     s = make()
     s.step()
     before = {name: getattr(s, name) for name in ("step_index", "phase", "sigma", "latent", "denoised", "status")}
-    real = MODEL.__class__.__call__
+    real_call, real_batch = MODEL.__class__.__call__, MODEL.__class__.call_batch
     calls = {"n": 0}
 
-    def flaky(self, x, sigma, cond):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise exc("injected")
-        return real(self, x, sigma, cond)
+    def failing(real):
+        def flaky(self, *args):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise exc("injected")
+            return real(self, *args)
+        return flaky
 
-    MODEL.__class__.__call__ = flaky
+    MODEL.__class__.__call__, MODEL.__class__.call_batch = failing(real_call), failing(real_batch)
     try:
         with pytest.raises(exc):
             s.run()
     finally:
-        MODEL.__class__.__call__ = real
+        MODEL.__class__.__call__, MODEL.__class__.call_batch = real_call, real_batch
     for name, value in before.items():
         assert getattr(s, name) is value or getattr(s, name) == value, name
     assert len(s.history) == s.history.step_starts[1] + 1
