@@ -9,19 +9,29 @@ def _rgb(model, latent: torch.Tensor) -> np.ndarray:
     return model.decode(latent)[0].clamp(0, 1).cpu().numpy()
 
 
+def schedule_steps(session) -> int:
+    """The length of the schedule the node's calls index into (RegionalSampler stretches it by 1/denoise)."""
+    return session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
+
+
+def schedules(session) -> list:
+    """``(label, config, sigmas)`` for the base and every region; ``sigmas`` a float numpy array."""
+    from .sampling.schedules import sampler_sigmas
+
+    steps = schedule_steps(session)
+    configs = [("base", session.base)] + [(f"region {j}", r.config) for j, r in enumerate(session.regions, 1)]
+    return [(label, config, sampler_sigmas(session.model.sigmas, config.sampler, config.scheduler, steps).numpy())
+            for label, config in configs]
+
+
 def schedule(session, ax=None):
     """The sigma schedules of the base and every region, the current step marked."""
     import matplotlib.pyplot as plt
 
-    from .sampling.schedules import sampler_sigmas
-
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3))
-    steps = session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
-    configs = [("base", session.base)] + [(f"region {j}", r.config) for j, r in enumerate(session.regions, 1)]
-    for label, config in configs:
-        sig = sampler_sigmas(session.model.sigmas, config.sampler, config.scheduler, steps).numpy()
+    for label, config, sig in schedules(session):
         ax.plot(np.arange(len(sig)), sig, marker=".", label=f"{label}: {config.scheduler}/{config.sampler}")
     if session.sigma is not None:
         ax.axhline(session.sigma, color="k", lw=0.8, ls="--")
@@ -30,6 +40,71 @@ def schedule(session, ax=None):
     ax.set_ylabel("sigma")
     ax.legend(fontsize=7)
     return fig if fig is not None else ax.figure
+
+
+def palette(n: int) -> np.ndarray:
+    """RGB in [0, 1] of the base (row 0) and regions 1..n-1: the widgets' colours."""
+    from .widgets.palette import region_color
+
+    return np.array([region_color(j) for j in range(n)], dtype=np.float64) / 255.0
+
+
+def mask_overlay(masks, colors=None) -> np.ndarray:
+    """``[base, region 1, ...]`` masks (h, w) as one RGB picture: each painted in its colour over the
+    earlier ones, so a later region covers an earlier one where they overlap (as in the composite)."""
+    arrays = [np.asarray(m, dtype=np.float64) for m in masks]
+    colors = palette(len(arrays)) if colors is None else np.asarray(colors, dtype=np.float64)
+    out = np.zeros(arrays[0].shape + (3,))
+    for m, color in zip(arrays, colors):
+        m = np.clip(m, 0, 1)[..., None]
+        out = out * (1 - m) + color * m
+    return out
+
+
+def tile(arrays, gap: int = 1) -> np.ndarray:
+    """Equal-shape 2-D arrays side by side, separated by ``gap`` columns of NaN (drawn as background)."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    h = arrays[0].shape[0]
+    parts = []
+    for k, a in enumerate(arrays):
+        if k and gap:
+            parts.append(np.full((h, gap), np.nan))
+        parts.append(a)
+    return np.concatenate(parts, axis=1)
+
+
+def masks(session, ax=None):
+    """The base and region masks at latent resolution (region masks grown by overlap_factor)."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3, 3))
+    ms = session.masks
+    colors = palette(len(ms))
+    ax.imshow(mask_overlay([m.numpy() for m in ms], colors), interpolation="nearest")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
+    labels = ["base"] + [f"region {j}" for j in range(1, len(ms))]
+    ax.legend(handles, labels, fontsize=6, loc="upper right", framealpha=0.7)
+    ax.set_title("masks (latent resolution)", fontsize=8)
+    ax.axis("off")
+    return fig if fig is not None else ax.figure
+
+
+def sigma_map(session):
+    """The effective noise level of every latent pixel and how many calls denoised it in this step."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 2.8))
+    for ax, (title, data, cmap) in zip(axes, (("effective sigma", session.sigma_map, "viridis"),
+                                              ("calls this step", session.times_map, "magma"))):
+        image = ax.imshow(data.numpy(), cmap=cmap, interpolation="nearest")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{session.status or 'ready'}", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def step_strip(session, every: int = 1):
@@ -54,12 +129,7 @@ def step_strip(session, every: int = 1):
         ax.imshow(rgb)
         ax.set_title(f"{step}: σ→{sigma:.2f}" if sigma is not None else f"{step}", fontsize=6)
     last = axes[-1]
-    masks = session.masks
-    colours = np.array([[0.5, 0.5, 0.5], [1, 0.2, 0.2], [0.2, 0.4, 1], [0.2, 0.8, 0.2], [1, 0.8, 0.1]])
-    overlay = np.zeros(tuple(masks[0].shape) + (3,))
-    for j, m in enumerate(masks):
-        overlay += m.numpy()[..., None] * colours[j % len(colours)]
-    last[0].imshow(np.clip(overlay, 0, 1), interpolation="nearest")
+    last[0].imshow(mask_overlay([m.numpy() for m in session.masks]), interpolation="nearest")
     last[0].set_title("masks (latent)", fontsize=6)
     last[1].imshow(_rgb(session.model, session.result))
     last[1].set_title("result", fontsize=6)

@@ -326,8 +326,15 @@ class RegionalSamplerSession(HasTraits):
 
     @observe(*_STRUCTURAL)
     def _on_structural(self, change):
-        if self._ready:
-            self.reset()
+        if not self._ready:
+            return
+        try:
+            self._check_run()
+        except ParameterError:
+            with self._quiet():
+                self.set_trait(change["name"], change["old"])  # rejected: the old value stays
+            raise
+        self.reset()
 
     @observe(*_FORKING)
     def _on_forking(self, change):
@@ -345,16 +352,33 @@ class RegionalSamplerSession(HasTraits):
             self.reset() if len(old) != len(new) else self._fork()
 
     def _on_region_trait(self, change):
-        if change["name"] == "config":
-            self._check_prompts(change["new"], "region")
-        if change["name"] == "mask":
-            shapes = {r.mask.shape for r in self.regions}
-            if len(shapes) > 1:
-                region, old = change["owner"], change["old"]
-                region.set_trait("mask", old)  # reject: masks must share one shape
-                raise ParameterError(f"mask: every region mask must have one shape, got {sorted(shapes)}")
+        region, name = change["owner"], change["name"]
+        j = next((k for k, r in enumerate(self.regions, 1) if r is region), 0)
+        try:
+            if name == "config":
+                self._check_prompts(change["new"], f"region {j}")
+            if name == "mask" and len({r.mask.shape for r in self.regions}) > 1:
+                raise ParameterError(f"region {j}: mask: every region mask must have one shape, got "
+                                     f"{sorted({r.mask.shape for r in self.regions})}")
+        except ParameterError:
+            with self._quiet():
+                region.set_trait(name, change["old"])  # rejected: the old value stays
+            raise
         if self._ready:
             self._fork()
+
+    def _quiet(self):
+        """Trait changes made here do not fork or reset the run (used to undo a rejected value)."""
+        session = self
+
+        class Quiet:
+            def __enter__(self):
+                self.ready, session._ready = session._ready, False
+
+            def __exit__(self, *exc):
+                session._ready = self.ready
+
+        return Quiet()
 
     def _fork(self):
         """Settings changed: keep the states up to now, forget what was computed after them."""
@@ -370,6 +394,11 @@ class RegionalSamplerSession(HasTraits):
     def ops(self) -> list:
         """The node's program: every sub-step this run makes, in order."""
         return list(self._ops)
+
+    @property
+    def cursor(self) -> int:
+        """Sub-steps done in this run (an index into `ops`; 0 = the start)."""
+        return self._state.cursor
 
     @property
     def num_steps(self) -> int:
@@ -640,6 +669,45 @@ class RegionalSamplerSession(HasTraits):
             session._state = state
             session._publish(state)
         return session
+
+    def to_comfy(self, path, checkpoint="model.safetensors") -> list:
+        """Write the session as a ComfyUI API-format workflow (JSON) with its masks as PNGs beside it.
+
+        ``checkpoint`` stands in for this session's model. Masks are 8-bit (``round(mask * 255)``,
+        read with ``LoadImageMask`` channel red). Raises `io.comfy.ComfyWorkflowError` for what the
+        nodes cannot express: coherent mode, quirks switched off, a latent that is not empty or has
+        a batch_index, no regions, an image size EmptyLatentImage cannot take. Returns the paths.
+        """
+        from .io.comfy import write_workflow
+
+        batch, _, h, w = self.latent_image.shape
+        down = self._model.downscale
+        description = {
+            "node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
+            "regions": [{"config": r.config.to_dict(), "mask": r.mask, "variation_seed": r.variation_seed,
+                         "variation_strength": r.variation_strength, "variation_method": r.variation_method}
+                        for r in self.regions],
+            "latent": {"width": w * down, "height": h * down, "batch_size": batch,
+                       "empty": not bool(self.latent_image.any()), "batch_index": self._batch_index},
+            "mode": self.mode, "quirks": self.quirks.to_dict(), "checkpoint": checkpoint}
+        return write_workflow(path, description)
+
+    @classmethod
+    def from_comfy(cls, path, model, mask_folder=None) -> "RegionalSamplerSession":
+        """A session from an API-format workflow with one regional sampler node; ``model`` stands in
+        for its checkpoint. Mask PNGs are read from ``mask_folder`` (default: the JSON's folder)."""
+        from .io.comfy import ComfyWorkflowError, read_workflow
+        from .models import empty_latent
+
+        doc = read_workflow(path, mask_folder)
+        try:
+            latent = empty_latent(model, doc["latent"]["height"], doc["latent"]["width"], doc["latent"]["batch_size"])
+            regions = [Region(r["mask"], SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
+                              r["variation_method"]) for r in doc["regions"]]
+            return cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
+                       **doc["parameters"])
+        except ValueError as err:
+            raise ComfyWorkflowError(f"{path}: the workflow does not fit this model: {err}") from None
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""

@@ -305,3 +305,20 @@ def test_touch_noise_edge_switch():
     blended = touch_noise(noise, mask, 1, 0.5, zero_fractional=False)
     mixed = touch_noise(noise, torch.ones(4, 4), 1, 0.5)
     assert torch.allclose(blended, 0.5 * mixed + 0.5 * noise)
+
+
+def test_a_rejected_region_prompt_keeps_the_old_config():
+    s = make()
+    old = s.regions[1].config
+    with pytest.raises(ValueError, match="region 2.*dragon"):
+        s.regions[1].config = rw.SamplerConfig(positive="dragon")
+    assert s.regions[1].config is old
+    s.step()  # the session still works
+
+
+def test_a_rejected_cross_parameter_value_is_not_kept():
+    s = make()
+    s.step()
+    with pytest.raises(ValueError, match="start_at_step"):
+        s.start_at_step = 10
+    assert s.start_at_step == 0 and s.step_index == 1  # neither kept nor reset

@@ -1,0 +1,19 @@
+"""ipywidgets views bound to a RegionalSamplerSession (one import per line; append yours)."""
+from .palette import BASE_COLOR, REGION_COLORS, region_color, region_hex
+from .mask_canvas import MaskCanvas
+from .region_panel import RegionPanel
+from .controls import StepControls
+from .inspector import Inspector
+from .app import RegionalSamplerApp
+
+__all__ = [
+    "BASE_COLOR",
+    "REGION_COLORS",
+    "region_color",
+    "region_hex",
+    "MaskCanvas",
+    "RegionPanel",
+    "StepControls",
+    "Inspector",
+    "RegionalSamplerApp",
+]

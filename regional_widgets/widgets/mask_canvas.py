@@ -1,0 +1,577 @@
+"""MaskCanvas: paint the session's region masks on an ipycanvas MultiCanvas.
+
+Three layers: 0 the background (the session's decoded latent, or an image you load), 1 every
+region's mask in its colour plus the grown masks as dashed outlines, 2 the brush cursor and shape
+previews. The masks live in a `Painter` (numpy); the canvas is a view that is redrawn from them
+and never read back. A drag draws only what each move changed; the release writes the active
+region's new mask into the session (which forks the run) and re-renders the overlay.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from ipycanvas import MultiCanvas, hold_canvas
+from PIL import Image
+from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
+
+from ..io.masks import open_image, read_mask_png, write_mask_png
+from ..sampling import masks as mask_ops
+from .painter import TOOLS, Painter, brush_radius, outline_segments
+from .palette import region_color, region_hex
+
+_TOOL_KEYS = {"b": "brush", "e": "eraser", "r": "rectangle", "o": "ellipse", "p": "polygon", "f": "fill"}
+_TOOL_LABELS = [("Brush", "brush", "B"), ("Eraser", "eraser", "E"), ("Rect", "rectangle", "R"),
+                ("Ellipse", "ellipse", "O"), ("Polygon", "polygon", "P"), ("Fill", "fill", "F")]
+_DASH = [6, 4]
+
+
+class MaskCanvas(widgets.VBox):
+    """Paint region masks of ``session``; ``scale`` display pixels per image pixel.
+
+    The default scale is the largest integer keeping the longer side within ``max_display``
+    (a 64-pixel image shows at x8 = 512), or 1/k for images larger than ``max_display``.
+    Keys while the canvas has focus: 1-9 region, B/E/R/O/P/F tool, [ ] brush size,
+    Ctrl-Z undo, Ctrl-Shift-Z or Ctrl-Y redo, Enter closes a clicked polygon, Escape cancels it.
+
+    The canvas follows the session by itself (regions, masks, latent, overlap_factor); call
+    `redraw()` to repaint every layer. Each finished edit assigns a new array to
+    ``session.regions[j - 1].mask``; nothing is written during a drag. Pixel rules: `painter`.
+    """
+
+    active_region = Int(1, help="the region painted, 1-based")
+    tool = Unicode("brush", help="one of " + ", ".join(TOOLS))
+    brush_size = Int(4, help="brush diameter in image pixels")
+    opacity = Float(0.5, help="overlay opacity of the masks")
+    show_grown = Bool(True, help="draw the grown masks the sampler uses as dashed outlines")
+    follow_latent = Bool(True, help="redraw the background from session.latent at every step")
+
+    def __init__(self, session, *, scale=None, max_display=512, **kwargs):
+        self.session = session
+        self._fixed_scale, self._max_display = scale, int(max_display)
+        self._holding = self._writing = False
+        self._background_source = None
+        self._outlines = {}  # region -> ((mask version, overlap_factor, wh swap), segments)
+        self._cursor = None
+        shape = self._session_shape()
+        self.painter = Painter([r.mask for r in session.regions], brush_size=max(1, min(shape) // 16))
+        self.scale, self._shape = self._scale_for(shape), shape
+        self.multicanvas = MultiCanvas(3, width=self._display(shape[1]), height=self._display(shape[0]))
+        self.multicanvas.add_class("rw-mask-canvas")
+        super().__init__(**kwargs)
+        self.brush_size = self.painter.brush_size
+        self.children = [self._build_toolbar(shape), self.multicanvas]
+        self._hook_events()
+        self._watch_regions(session.regions)
+        session.observe(self._on_regions, names="regions")
+        session.observe(self._on_latent, names="latent")
+        session.observe(self._on_grow_params, names=["overlap_factor", "quirks"])
+        self.redraw()
+
+    # ---- geometry ----------------------------------------------------------------------------
+
+    @property
+    def image_shape(self) -> tuple:
+        """(H, W) of the masks (the painting resolution)."""
+        return self._session_shape()
+
+    def _session_shape(self):
+        if self.session.regions:
+            return tuple(self.session.regions[0].mask.shape)
+        h, w = self.session.latent_image.shape[-2:]
+        d = self.session.model.downscale
+        return (h * d, w * d)
+
+    def _scale_for(self, shape):
+        if self._fixed_scale is not None:
+            return float(self._fixed_scale) if self._fixed_scale != int(self._fixed_scale) else int(self._fixed_scale)
+        longest = max(shape)
+        return max(self._max_display // longest, 1) if longest <= self._max_display else \
+            1 / math.ceil(longest / self._max_display)
+
+    def _display(self, n):
+        return int(math.ceil(n * self.scale))
+
+    # ---- toolbar ------------------------------------------------------------------------------
+
+    def _build_toolbar(self, shape):
+        self._tool_buttons = widgets.ToggleButtons(
+            options=[(label, value) for label, value, _ in _TOOL_LABELS],
+            tooltips=[f"{label} ({key})" for label, _, key in _TOOL_LABELS],
+            style={"button_width": "64px"})
+        self._size_slider = widgets.IntSlider(min=1, max=max(max(shape) // 2, 2), description="Size",
+                                              layout={"width": "220px"})
+        self._opacity_slider = widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity",
+                                                   layout={"width": "220px"})
+        self._grown_box = widgets.Checkbox(description="show grown", indent=False, layout={"width": "110px"})
+        for source, target in ((self._tool_buttons, "tool"), (self._size_slider, "brush_size"),
+                               (self._opacity_slider, "opacity"), (self._grown_box, "show_grown")):
+            widgets.link((self, target), (source, "value"))
+        buttons = []
+        for name, tip, action in (("Clear", "clear the region", self.clear_region),
+                                  ("Invert", "invert the region", self.invert_region),
+                                  ("Undo", "Ctrl-Z", self.undo), ("Redo", "Ctrl-Shift-Z / Ctrl-Y", self.redo)):
+            button = widgets.Button(description=name, tooltip=tip, layout={"width": "64px"})
+            button.on_click(lambda _, act=action: act())
+            buttons.append(button)
+        self._clear_button, self._invert_button, self._undo_button, self._redo_button = buttons
+        self._region_box = widgets.HBox()
+        self._build_region_buttons()
+        return widgets.VBox([
+            widgets.HBox([self._tool_buttons]),
+            widgets.HBox([self._region_box, *buttons, self._grown_box]),
+            widgets.HBox([self._size_slider, self._opacity_slider]),
+        ])
+
+    def _build_region_buttons(self):
+        self.region_buttons = []
+        for j in range(1, len(self.session.regions) + 1):
+            button = widgets.Button(description=str(j), tooltip=f"region {j} (key {j})" if j <= 9 else f"region {j}",
+                                    layout={"width": "36px"})
+            button.style.button_color = region_hex(j)
+            button.on_click(lambda _, j=j: setattr(self, "active_region", j))
+            self.region_buttons.append(button)
+        self._region_box.children = self.region_buttons
+        self._style_region_buttons()
+
+    def _style_region_buttons(self):
+        for j, button in enumerate(self.region_buttons, 1):
+            active = j == self.active_region
+            button.layout.border = "3px solid black" if active else "3px solid transparent"
+            button.style.font_weight = "bold" if active else "normal"
+
+    def _update_history_buttons(self):
+        self._undo_button.disabled = not self.painter.can_undo
+        self._redo_button.disabled = not self.painter.can_redo
+
+    # ---- traits -------------------------------------------------------------------------------
+
+    @validate("tool")
+    def _valid_tool(self, proposal):
+        if proposal["value"] not in TOOLS:
+            raise TraitError(f"tool: unknown {proposal['value']!r}; accepted: {', '.join(TOOLS)}")
+        return proposal["value"]
+
+    @validate("active_region")
+    def _valid_region(self, proposal):
+        n = max(len(self.session.regions), 1)
+        if not 1 <= proposal["value"] <= n:
+            raise TraitError(f"active_region: expected 1..{n}, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("brush_size")
+    def _valid_size(self, proposal):
+        return max(int(proposal["value"]), 1)
+
+    @validate("opacity")
+    def _valid_opacity(self, proposal):
+        return min(max(float(proposal["value"]), 0.0), 1.0)
+
+    @observe("tool", "active_region")
+    def _on_tool_or_region(self, change):
+        self._cancel_stroke()
+        self.painter.tool, self.painter.active = self.tool, self.active_region
+        if change["name"] == "active_region" and hasattr(self, "region_buttons"):
+            self._style_region_buttons()
+            self._render(overlay=True, cursor=True)  # the active region is drawn on top
+        elif hasattr(self, "region_buttons"):
+            self._render(cursor=True)
+
+    @observe("brush_size")
+    def _on_size(self, change):
+        self.painter.brush_size = change["new"]
+        if hasattr(self, "region_buttons"):
+            self._render(cursor=True)
+
+    @observe("opacity", "show_grown")
+    def _on_look(self, change):
+        if hasattr(self, "region_buttons"):
+            self._render(overlay=True)
+
+    # ---- session ------------------------------------------------------------------------------
+
+    def _watch_regions(self, regions, old=()):
+        for region in old:
+            region.unobserve(self._on_mask, names="mask")
+        for region in regions:
+            region.observe(self._on_mask, names="mask")
+
+    def _on_regions(self, change):
+        self._watch_regions(change["new"], change["old"] or ())
+        self._reload()
+
+    def _on_mask(self, change):
+        if self._writing:
+            return
+        region = next(j for j, r in enumerate(self.session.regions, 1) if r is change["owner"])
+        if change["new"].shape != self.painter.shape:
+            self._reload()
+            return
+        self.painter.set_mask(region, change["new"])
+        self._update_history_buttons()
+        self._render(overlay=True)
+
+    def _on_latent(self, change):
+        if self._background_source is None and self.follow_latent:
+            self._render(background=True)
+
+    @observe("follow_latent")
+    def _on_follow(self, change):
+        if change["new"] and self._background_source is None and hasattr(self, "region_buttons"):
+            self._render(background=True)
+
+    def close(self):
+        """Stop observing the session, then close the widgets."""
+        self._watch_regions((), self.session.regions)
+        self.session.unobserve(self._on_regions, names="regions")
+        self.session.unobserve(self._on_latent, names="latent")
+        self.session.unobserve(self._on_grow_params, names=["overlap_factor", "quirks"])
+        self.multicanvas.close()
+        super().close()
+
+    def _on_grow_params(self, change):
+        if self.show_grown:
+            self._render(overlay=True)
+
+    def _reload(self):
+        """Regions added, removed or resized elsewhere: start over from the session's masks."""
+        shape = self._session_shape()
+        self.painter.reset([r.mask for r in self.session.regions])
+        self._outlines.clear()
+        n = max(len(self.session.regions), 1)
+        if self.active_region > n:
+            self.active_region = n
+        if shape != self._shape:
+            self.scale, self._shape = self._scale_for(shape), shape
+            self.multicanvas.width, self.multicanvas.height = self._display(shape[1]), self._display(shape[0])
+            self._size_slider.max = max(max(shape) // 2, 2)
+        self._build_region_buttons()
+        self._update_history_buttons()
+        self.redraw()
+
+    def _write(self, region):
+        """Publish a region's mask to the session (a new array: the session forks the run)."""
+        self._writing = True
+        try:
+            self.session.regions[region - 1].mask = self.painter.mask(region).copy()
+        finally:
+            self._writing = False
+
+    # ---- drawing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _held(self):
+        """hold_canvas() once per event (a nested hold would flush early); exceptions still flush."""
+        if self._holding:
+            yield
+            return
+        self._holding, error = True, None
+        with hold_canvas():
+            try:
+                yield
+            except BaseException as err:  # leave hold_canvas normally, then re-raise
+                error = err
+        self._holding = False
+        if error is not None:
+            raise error
+
+    def redraw(self):
+        """Draw every layer from scratch (what a new view needs; called on client ready)."""
+        self._render(background=True, overlay=True, cursor=True)
+
+    def _render(self, background=False, overlay=False, cursor=False):
+        with self._held():
+            if background:
+                self._draw_background()
+            if overlay:
+                self._draw_overlay()
+            if cursor:
+                self._draw_cursor()
+
+    def _put(self, layer, rgba, x0=0, y0=0, clear=False):
+        """Draw an RGBA image-resolution patch scaled to the display, pixels kept square."""
+        layer.save()
+        layer.image_smoothing_enabled = False
+        layer.scale(self.scale)
+        if clear:
+            layer.clear_rect(x0, y0, rgba.shape[1], rgba.shape[0])
+        layer.put_image_data(rgba, x0, y0)  # RGBA is sent as PNG (RGB would go as lossy JPEG)
+        layer.restore()
+
+    def _draw_background(self):
+        layer = self.multicanvas[0]
+        layer.clear()
+        rgb = self.background_rgb()
+        self._put(layer, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
+
+    def background_rgb(self) -> np.ndarray:
+        """The background at image size, uint8 (H, W, 3)."""
+        shape = self.image_shape
+        if self._background_source is not None:
+            return _fit_rgb(self._background_source, shape)
+        with torch.no_grad():
+            image = self.session.model.decode(self.session.latent)[0]
+        return _fit_rgb((image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), shape)
+
+    def overlay_rgba(self, box=None) -> np.ndarray:
+        """The masks in their colours, composited in region order with the active region on top."""
+        masks = self.painter.masks
+        if not masks:
+            return np.zeros((*self.image_shape, 4), np.uint8)
+        y0, y1, x0, x1 = box if box is not None else (0, masks[0].shape[0], 0, masks[0].shape[1])
+        premultiplied = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+        order = [j for j in range(1, len(masks) + 1) if j != self.active_region] + [self.active_region]
+        for j in order:
+            a = masks[j - 1][y0:y1, x0:x1] * np.float32(self.opacity)
+            premultiplied *= (1 - a)[..., None]
+            premultiplied += a[..., None] * (np.asarray(region_color(j), np.float32) / 255)
+            alpha = a + alpha * (1 - a)
+        rgb = premultiplied / np.maximum(alpha, 1e-6)[..., None]
+        return (np.dstack([rgb, alpha]) * 255).round().astype(np.uint8)
+
+    def _draw_overlay(self, box=None):
+        layer = self.multicanvas[1]
+        if box is not None:
+            self._put(layer, self.overlay_rgba(box), box[2], box[0], clear=True)
+            return
+        layer.clear()
+        if not self.painter.masks:
+            return
+        self._put(layer, self.overlay_rgba())
+        if self.show_grown:
+            layer.save()
+            layer.set_line_dash(_DASH)
+            layer.line_width = 2
+            for j in range(1, len(self.painter.masks) + 1):
+                segments = self.grown_outline(j)
+                if len(segments):
+                    layer.stroke_style = region_hex(j)
+                    layer.stroke_line_segments(segments * self.scale)
+            layer.restore()
+
+    def grown_mask(self, region) -> np.ndarray:
+        """The region's mask as the sampler grows it (`masks.grow`), at image size, boolean."""
+        mask = torch.from_numpy(self.painter.mask(region))
+        grown = mask_ops.grow(mask, self.session.overlap_factor, swap_quirk=self.session.quirks.mask_wh_swap)
+        if grown.shape != mask.shape:  # the faithful W/H swap: back to image size
+            grown = mask_ops.resize(grown, *mask.shape).round()
+        return grown.numpy() > 0.5
+
+    def grown_outline(self, region) -> np.ndarray:
+        """Segments ``(N, 2, 2)`` (image coordinates) of the grown mask's boundary, cached."""
+        key = (self.painter.versions[region - 1], self.session.overlap_factor, self.session.quirks.mask_wh_swap)
+        cached = self._outlines.get(region)
+        if cached is None or cached[0] != key:
+            grown = self.grown_mask(region)
+            cached = (key, outline_segments(grown) if grown.any() else np.zeros((0, 2, 2)))
+            self._outlines[region] = cached
+        return cached[1]
+
+    def _draw_cursor(self):
+        layer, s = self.multicanvas[2], self.scale
+        layer.clear()
+        preview = self.painter.preview()
+        if self._cursor is None and preview is None:
+            return
+        layer.line_width = 1.5
+        layer.stroke_style = "white" if self.tool == "eraser" else region_hex(self.active_region)
+        if preview is None and self.tool in ("brush", "eraser"):
+            x, y = self._cursor
+            layer.stroke_circle(x * s, y * s, brush_radius(self.brush_size) * s)
+        elif preview is None:
+            x, y = self._cursor
+            layer.stroke_line(x * s - 6, y * s, x * s + 6, y * s)
+            layer.stroke_line(x * s, y * s - 6, x * s, y * s + 6)
+        elif preview["kind"] == "rectangle":
+            layer.stroke_rect(*(v * s for v in preview["box"]))
+        elif preview["kind"] == "ellipse":
+            x, y, w, h = (v * s for v in preview["box"])
+            layer.begin_path()
+            layer.ellipse(x + w / 2, y + h / 2, w / 2, h / 2, 0, 0, 2 * math.pi)
+            layer.stroke()
+        else:
+            points = np.asarray(preview["points"] + [self._cursor or preview["last"]], np.float64) * s
+            if len(points) >= 2:
+                layer.stroke_lines(points)
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def _hook_events(self):
+        mc = self.multicanvas
+        mc.on_mouse_down(self._on_down)
+        mc.on_mouse_move(self._on_move)
+        mc.on_mouse_up(self._on_up)
+        mc.on_mouse_out(self._on_out)
+        mc.on_key_down(self._on_key)
+        mc.on_client_ready(self.redraw)
+
+    def _on_down(self, x, y):
+        self._cursor = (x / self.scale, y / self.scale)
+        with self._held():
+            box = self.painter.on_down(*self._cursor)
+            if box is not None:
+                self._draw_overlay(box)
+            self._draw_cursor()
+
+    def _on_move(self, x, y):
+        self._cursor = (x / self.scale, y / self.scale)
+        with self._held():
+            box = self.painter.on_move(*self._cursor)
+            if box is not None:
+                self._draw_overlay(box)
+            self._draw_cursor()
+
+    def _on_up(self, x, y):
+        self._cursor = (x / self.scale, y / self.scale)
+        pressed = self.painter.pressed
+        with self._held():
+            diff = self.painter.on_up(*self._cursor)
+            self._finish(diff, redraw=pressed)
+
+    def _on_out(self, x, y):
+        """Leaving the canvas ends a drag there (the release would not reach us)."""
+        if self.painter.pressed and self.painter.tool != "polygon":
+            self._on_up(x, y)
+        self._cursor = None
+        self._render(cursor=True)
+
+    def _finish(self, diff, redraw=True):
+        """After an edit: publish it to the session and re-render the overlay."""
+        if diff is not None:
+            self._write(diff.region)
+        self._update_history_buttons()
+        if redraw or diff is not None:
+            self._render(overlay=True, cursor=True)
+        else:
+            self._render(cursor=True)
+
+    def _cancel_stroke(self):
+        if self.painter.drawing:
+            box = self.painter.cancel()
+            if box is not None and hasattr(self, "region_buttons"):
+                self._render(overlay=True)
+
+    def _on_key(self, key, shift, ctrl, meta):
+        command = ctrl or meta
+        lower = key.lower()
+        if command and lower == "z":
+            self.redo() if shift else self.undo()
+        elif command and lower == "y":
+            self.redo()
+        elif command:
+            return
+        elif len(key) == 1 and key in "123456789" and int(key) <= len(self.session.regions):
+            self.active_region = int(key)
+        elif lower in _TOOL_KEYS:
+            self.tool = _TOOL_KEYS[lower]
+        elif key == "[":
+            self.brush_size = max(1, min(self.brush_size - 1, int(self.brush_size / 1.25)))
+        elif key == "]":
+            self.brush_size = min(self._size_slider.max, max(self.brush_size + 1, int(round(self.brush_size * 1.25))))
+        elif key == "Enter":
+            self._finish(self.painter.finish_polygon())
+        elif key == "Escape":
+            self._cancel_stroke()
+            self._render(cursor=True)
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def gesture(self, points, *, tool=None, region=None):
+        """Paint as the mouse would, from Python: press at the first point (image pixels), move
+        through the rest, release at the last. For notebooks that must run without a mouse."""
+        if tool is not None:
+            self.tool = tool
+        if region is not None:
+            self.active_region = int(region)
+        points = [(float(x) * self.scale, float(y) * self.scale) for x, y in points]
+        if not points:
+            raise ValueError("points: expected at least one (x, y) point")
+        self._on_down(*points[0])
+        for point in points[1:]:
+            self._on_move(*point)
+        self._on_up(*points[-1])
+
+    def _edit(self, region, new_or_diff):
+        region = self.active_region if region is None else int(region)
+        if not 1 <= region <= len(self.session.regions):
+            raise ValueError(f"region: expected 1..{len(self.session.regions)}, got {region}")
+        diff = new_or_diff(region)
+        self._finish(diff)
+        return diff
+
+    def clear_region(self, region=None):
+        """Set a region's mask (default: the active one) to 0, as one undoable edit."""
+        return self._edit(region, self.painter.clear)
+
+    def invert_region(self, region=None):
+        """Replace a region's mask by ``1 - mask``, as one undoable edit."""
+        return self._edit(region, self.painter.invert)
+
+    def undo(self):
+        """Undo the last edit (of any region) and write the restored mask to the session."""
+        diff = self.painter.undo()
+        self._finish(diff)
+        return diff
+
+    def redo(self):
+        diff = self.painter.redo()
+        self._finish(diff)
+        return diff
+
+    def load_mask(self, region, source):
+        """Replace region ``region``'s mask (1-based) with an image or array, as one undoable edit.
+
+        ``source``: a path, PNG (or other image) bytes, a PIL image, or a 2-D array/tensor. Images:
+        the alpha channel if the image has one that is not fully opaque, else the greyscale
+        (luma) values, divided by the format's maximum (255, or 65535 for 16-bit). Arrays: bool,
+        integer (uint8 / 255, uint16 / 65535) or float in [0, 1]. A source of another size is
+        resized to the image size with `masks.resize` (bilinear, align_corners=False, no
+        antialiasing: the sampler's own mask resize), then clipped to [0, 1].
+        """
+        mask = read_mask_png(source)
+        shape = self.image_shape
+        if mask.shape != shape:
+            mask = mask_ops.resize(torch.from_numpy(mask), *shape).clamp(0, 1).numpy()
+        return self._edit(region, lambda j: self.painter.edit(j, mask))
+
+    def mask_png(self, region) -> bytes:
+        """Region ``region``'s mask as an 8-bit greyscale PNG: ``round(mask * 255)``.
+
+        8-bit quantisation: soft values come back from `load_mask` as k/255 (error <= 1/510);
+        0 and 1 round-trip exactly.
+        """
+        return write_mask_png(self.painter.mask(region))
+
+    def load_background(self, source=None):
+        """Show an image (path, bytes, PIL image, array HxW / HxWx3 / HxWx4, [0, 1] floats or uint8)
+        under the masks, resized (bilinear) to the image size; ``None`` returns to the session's
+        decoded latent, which is otherwise redrawn at every step."""
+        self._background_source = None if source is None else _read_rgb(source)
+        self._render(background=True)
+
+
+# ---- image conversion ---------------------------------------------------------------------------
+
+def _read_rgb(source) -> np.ndarray:
+    image = open_image(source)
+    if image is not None:
+        return np.asarray(image.convert("RGB"))
+    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"background: expected HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    array = array[..., :3]
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _fit_rgb(rgb, shape) -> np.ndarray:
+    if rgb.shape[:2] == tuple(shape):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.BILINEAR))
