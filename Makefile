@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make lab` (the main job) and `make test` (the whole suite).
+# Two commands for a fresh machine: `make lab` (the tutorial in JupyterLab) and `make test` (the whole suite).
 PYTHON ?= python3
 VENV ?= .venv
 # The torch requirement used for the local environment; override for a GPU build,
@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: lab demo test env test-env clean
+.PHONY: lab demo test env lab-env test-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,21 @@ env: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e .
 
+lab-env: env
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[lab]"
+
 test-env: env
-	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,diffusers]" scikit-image
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e ".[test,diffusers,lab]"
 	$(BIN)/pip install -q --no-deps "k-diffusion==0.1.1.post1"
 
-# The main job: until the tutorials exist, a headless demo that writes PNGs to out/.
-lab: env
-	$(BIN)/python -m regional_widgets demo --out out/demo.png
+# The main job: JupyterLab on the quickstart tutorial (LAB_ARGS="--no-browser --ip=0.0.0.0" on a server).
+LAB_ARGS ?=
+lab: lab-env
+	$(BIN)/python -m jupyter lab notebooks/01_quickstart.ipynb $(LAB_ARGS)
 
-demo: lab
+# A headless demo of the sampling layer and the session: writes PNGs to out/.
+demo: env
+	$(BIN)/python -m regional_widgets demo --out out/demo.png
 
 test: test-env
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests notebooks

@@ -1,0 +1,430 @@
+"""ComfyUI workflows: a regional-sampling description (plain dicts) to an API-format graph and back.
+
+The description (what `build_workflow` takes and `parse_workflow` returns)::
+
+    {"node": "RegionalSamplerAdvanced" | "RegionalSampler",
+     "parameters": {node parameter name: value},
+     "base": {"sampler", "scheduler", "cfg", "positive", "negative", "sigma_factor"},
+     "regions": [{"config": {same keys as base}, "variation_seed", "variation_strength",
+                  "variation_method", "mask": 2-D float array}],
+     "latent": {"width", "height", "batch_size"},        # image pixels, as EmptyLatentImage takes them
+     "checkpoint": "model.safetensors"}
+
+`build_workflow` also reads the optional keys ``mode``, ``quirks`` and ``latent["empty"]`` /
+``latent["batch_index"]`` to refuse what the nodes cannot express (`ComfyWorkflowError`).
+`parse_workflow` gives each region ``mask_file``, ``mask_channel`` and ``mask_node`` (the
+LoadImageMask's id) instead of ``mask``; `read_workflow` loads the PNGs.
+
+Masks travel as PNGs beside the JSON, written grey in R, G and B (``round(mask * 255)``) and
+loaded with ``LoadImageMask`` channel ``"red"``: 8-bit, so soft values come back within 1/510
+(k/255 values exactly). Red, not alpha: ``LoadImageMask`` inverts alpha (mask = 1 - A/255), and a
+grey PNG reads the same in any viewer and in the mask canvas.
+
+Only the API format is written. The editor's UI format is not: its ``widgets_values`` hold an
+extra "control after generate" entry after some seed inputs, which the node schemas we work from
+do not specify, so the positions would be guessed. ComfyUI loads an API-format file as well.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ..regional import SEED_2ND_MODES
+from ..sampling.noise import SEED_MAX, VARIATION_METHODS
+from ..sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS
+from ..sampling.samplers import SAMPLER_NAMES
+from ..sampling.schedules import SCHEDULER_NAMES
+from .masks import CHANNELS, read_mask_png, write_mask_png
+
+SAMPLER_NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
+MAX_RESOLUTION = 16384  # ComfyUI's limit for EmptyLatentImage's width and height
+MASK_CHANNEL = "red"
+
+
+class ComfyWorkflowError(ValueError):
+    """A workflow that cannot be written or read: names the node id and input where it can."""
+
+
+# ---- the node schemas this module understands (comfy_workflow_nodes.md) -------------------------
+
+@dataclass(frozen=True)
+class Literal:
+    """A widget input: ``kind`` INT, FLOAT, BOOLEAN, STRING or COMBO."""
+
+    kind: str
+    lo: float = None
+    hi: float = None
+    options: tuple = ()
+    open_low: bool = False  # (lo, hi] instead of [lo, hi]
+
+
+@dataclass(frozen=True)
+class NodeSchema:
+    required: dict  # name -> link type (a str) or Literal
+    outputs: tuple
+    optional: dict = field(default_factory=dict)  # name -> (Literal, default)
+
+
+def _int(lo, hi):
+    return Literal("INT", lo, hi)
+
+
+def _float(lo, hi, open_low=False):
+    return Literal("FLOAT", lo, hi, open_low=open_low)
+
+
+def _combo(options):
+    return Literal("COMBO", options=tuple(options))
+
+
+BOOLEAN, STRING = Literal("BOOLEAN"), Literal("STRING")
+_RECOVERY = {"additional_mode": _combo(ADDITIONAL_MODES), "additional_sampler": _combo(ADDITIONAL_SAMPLERS),
+             "additional_sigma_ratio": _float(0, 1)}
+SCHEMAS = {
+    "CheckpointLoaderSimple": NodeSchema({"ckpt_name": STRING}, ("MODEL", "CLIP", "VAE")),
+    "CLIPTextEncode": NodeSchema({"text": STRING, "clip": "CLIP"}, ("CONDITIONING",)),
+    "ToBasicPipe": NodeSchema({"model": "MODEL", "clip": "CLIP", "vae": "VAE", "positive": "CONDITIONING",
+                               "negative": "CONDITIONING"}, ("BASIC_PIPE",)),
+    "KSamplerAdvancedProvider": NodeSchema(
+        {"cfg": _float(0, 100), "sampler_name": _combo(SAMPLER_NAMES), "scheduler": _combo(SCHEDULER_NAMES),
+         "sigma_factor": _float(0, 10), "basic_pipe": "BASIC_PIPE"}, ("KSAMPLER_ADVANCED",)),
+    # "upload" is the editor's upload button, which saved API files may carry: accepted, ignored
+    "LoadImageMask": NodeSchema({"image": STRING, "channel": _combo(CHANNELS)}, ("MASK",),
+                                {"upload": (STRING, "image")}),
+    "RegionalPrompt": NodeSchema(
+        {"mask": "MASK", "advanced_sampler": "KSAMPLER_ADVANCED"}, ("REGIONAL_PROMPTS",),
+        {"variation_seed": (_int(0, SEED_MAX), 0), "variation_strength": (_float(0, 1), 0.0),
+         "variation_method": (_combo(VARIATION_METHODS), "linear")}),
+    # CombineRegionalPrompts takes regional_prompts1, regional_prompts2, ...: see _inputs_of
+    "CombineRegionalPrompts": NodeSchema({"regional_prompts1": "REGIONAL_PROMPTS"}, ("REGIONAL_PROMPTS",)),
+    "EmptyLatentImage": NodeSchema({"width": _int(16, MAX_RESOLUTION), "height": _int(16, MAX_RESOLUTION),
+                                    "batch_size": _int(1, 4096)}, ("LATENT",)),
+    "RegionalSamplerAdvanced": NodeSchema(
+        {"add_noise": BOOLEAN, "noise_seed": _int(0, SEED_MAX), "steps": _int(1, 10000),
+         "start_at_step": _int(0, 10000), "end_at_step": _int(0, 10000), "overlap_factor": _int(0, 10000),
+         "restore_latent": BOOLEAN, "return_with_leftover_noise": BOOLEAN, "latent_image": "LATENT",
+         "base_sampler": "KSAMPLER_ADVANCED", "regional_prompts": "REGIONAL_PROMPTS", **_RECOVERY}, ("LATENT",)),
+    "RegionalSampler": NodeSchema(
+        {"seed": _int(0, SEED_MAX), "seed_2nd": _int(0, SEED_MAX), "seed_2nd_mode": _combo(SEED_2ND_MODES),
+         "steps": _int(1, 10000), "base_only_steps": _int(0, 10000), "denoise": _float(0, 1, open_low=True),
+         "samples": "LATENT", "base_sampler": "KSAMPLER_ADVANCED", "regional_prompts": "REGIONAL_PROMPTS",
+         "overlap_factor": _int(0, 10000), "restore_latent": BOOLEAN, **_RECOVERY}, ("LATENT",)),
+}
+_LATENT_INPUT = {"RegionalSamplerAdvanced": "latent_image", "RegionalSampler": "samples"}
+_COMBINE_SLOT = re.compile(r"regional_prompts([1-9][0-9]*)$")
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+def check_expressible(description: dict) -> None:
+    """Raise `ComfyWorkflowError` for the settings the nodes cannot express."""
+    if description.get("mode", "faithful") != "faithful":
+        raise ComfyWorkflowError(f"mode: {description['mode']!r} cannot be expressed by the ComfyUI nodes, "
+                                 "which run the faithful algorithm; use mode='faithful' to export")
+    off = [name for name, on in description.get("quirks", {}).items() if not on]
+    if off:
+        raise ComfyWorkflowError(f"quirks: the ComfyUI nodes always have every quirk on; switched off here: "
+                                 f"{', '.join(off)}")
+    latent = description["latent"]
+    if not latent.get("empty", True):
+        raise ComfyWorkflowError("latent_image: the workflow starts from EmptyLatentImage, but this latent is "
+                                 "not all zeros")
+    if latent.get("batch_index") is not None:
+        raise ComfyWorkflowError("latent_image: a batch_index cannot be expressed by EmptyLatentImage")
+    for name in ("width", "height"):
+        value = latent[name]
+        if not 16 <= value <= MAX_RESOLUTION or value % 8:
+            raise ComfyWorkflowError(f"latent_image: EmptyLatentImage needs a {name} that is a multiple of 8 in "
+                                     f"16..{MAX_RESOLUTION}; this latent is {value} pixels {name} "
+                                     "(latent size x the model's downscale)")
+    if not 1 <= latent["batch_size"] <= 4096:
+        raise ComfyWorkflowError(f"latent_image: EmptyLatentImage takes a batch of 1..4096, "
+                                 f"got {latent['batch_size']}")
+    if not description["regions"]:
+        raise ComfyWorkflowError("regions: the regional sampler nodes need at least one region")
+
+
+def build_workflow(description: dict, mask_prefix: str = "region") -> tuple:
+    """``(api_graph, mask_files)``: the API-format graph and ``{file name: PNG bytes}`` for its masks."""
+    check_expressible(description)
+    graph: dict = {}
+
+    def add(class_type, **inputs):
+        node_id = str(len(graph) + 1)
+        graph[node_id] = {"class_type": class_type, "inputs": inputs}
+        return node_id
+
+    ckpt = add("CheckpointLoaderSimple", ckpt_name=description["checkpoint"])
+
+    def provider(config):
+        pos = add("CLIPTextEncode", text=config["positive"], clip=[ckpt, 1])
+        neg = add("CLIPTextEncode", text=config["negative"], clip=[ckpt, 1])
+        pipe = add("ToBasicPipe", model=[ckpt, 0], clip=[ckpt, 1], vae=[ckpt, 2], positive=[pos, 0],
+                   negative=[neg, 0])
+        return add("KSamplerAdvancedProvider", cfg=config["cfg"], sampler_name=config["sampler"],
+                   scheduler=config["scheduler"], sigma_factor=config["sigma_factor"], basic_pipe=[pipe, 0])
+
+    base = provider(description["base"])
+    mask_files, prompts = {}, {}
+    for j, region in enumerate(description["regions"], 1):
+        sampler = provider(region["config"])
+        name = f"{mask_prefix}{j}.png"
+        mask_files[name] = write_mask_png(region["mask"], mode="RGB")
+        mask = add("LoadImageMask", image=name, channel=MASK_CHANNEL)
+        prompts[f"regional_prompts{j}"] = [add(
+            "RegionalPrompt", mask=[mask, 0], advanced_sampler=[sampler, 0],
+            variation_seed=region["variation_seed"], variation_strength=region["variation_strength"],
+            variation_method=region["variation_method"]), 0]
+    combined = add("CombineRegionalPrompts", **prompts)
+    size = description["latent"]
+    latent = add("EmptyLatentImage", width=size["width"], height=size["height"], batch_size=size["batch_size"])
+    node = description["node"]
+    sampler = add(node, **description["parameters"], **{_LATENT_INPUT[node]: [latent, 0]},
+                  base_sampler=[base, 0], regional_prompts=[combined, 0])
+    for node_id in _upstream(graph, sampler):  # the graph passes the checks an import makes
+        _check_node(graph, node_id)
+    decoded = add("VAEDecode", samples=[sampler, 0], vae=[ckpt, 2])
+    add("SaveImage", images=[decoded, 0], filename_prefix="regional_widgets")
+    return graph, mask_files
+
+
+def write_workflow(path, description: dict) -> list:
+    """Write ``path`` (API-format JSON) and the masks beside it as ``<stem>_region<j>.png``; returns the paths."""
+    path = Path(path)
+    graph, mask_files = build_workflow(description, mask_prefix=f"{path.stem}_region")
+    written = []
+    for name, png in mask_files.items():
+        (path.parent / name).write_bytes(png)
+        written.append(path.parent / name)
+    path.write_text(json.dumps(graph, indent=2))
+    return [path] + written
+
+
+# ---- import -------------------------------------------------------------------------------------
+
+def read_workflow(path, mask_folder=None) -> dict:
+    """`parse_workflow` of an API-format JSON file, with each region's ``mask`` loaded from its PNG
+    (looked up in ``mask_folder``, by default the JSON's folder)."""
+    path = Path(path)
+    try:
+        graph = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ComfyWorkflowError(f"{path}: cannot be read as JSON ({err})") from None
+    description = parse_workflow(graph)
+    folder = Path(mask_folder) if mask_folder is not None else path.parent
+    shape = None
+    for region in description["regions"]:
+        where = f"node {region['mask_node']} (LoadImageMask) input image"
+        file = folder / region["mask_file"]
+        if not file.is_file():
+            raise ComfyWorkflowError(f"{where}: mask file {str(file)!r} not found (masks are looked up in "
+                                     "the workflow's folder, or in mask_folder= such as ComfyUI's input folder)")
+        try:
+            mask = read_mask_png(file, region["mask_channel"])
+        except (OSError, ValueError) as err:
+            raise ComfyWorkflowError(f"{where}: {file.name}: {err}") from None
+        if shape is not None and mask.shape != shape:
+            raise ComfyWorkflowError(f"{where}: mask {file.name} is {mask.shape[1]}x{mask.shape[0]}, region 1's is "
+                                     f"{shape[1]}x{shape[0]}; every region mask must have one size")
+        shape = mask.shape
+        region["mask"] = mask
+    return description
+
+
+def parse_workflow(graph) -> dict:
+    """The description of the regional sampler in an API-format graph; everything is validated first."""
+    graph = _check_graph(graph)
+    candidates = sorted((i for i, n in graph.items() if n["class_type"] in SAMPLER_NODES), key=_id_order)
+    if len(candidates) != 1:
+        found = ", ".join(f"{i} ({graph[i]['class_type']})" for i in candidates) or "none"
+        raise ComfyWorkflowError(f"workflow: expected exactly one {' or '.join(SAMPLER_NODES)} node, found {found}")
+    top = candidates[0]
+    upstream = _upstream(graph, top)
+    for node_id in upstream:
+        _check_node(graph, node_id)
+    node = graph[top]
+    params = _literal_values(graph, top)
+    if node["class_type"] == "RegionalSamplerAdvanced":
+        end = min(params["steps"], params["end_at_step"])
+        if params["start_at_step"] >= end:
+            raise ComfyWorkflowError(f"node {top} (RegionalSamplerAdvanced) input start_at_step: expected less than "
+                                     f"min(steps, end_at_step) = {end}, got {params['start_at_step']}")
+    checkpoints = sorted({graph[i]["inputs"]["ckpt_name"] for i in upstream
+                          if graph[i]["class_type"] == "CheckpointLoaderSimple"})
+    if len(checkpoints) > 1:
+        raise ComfyWorkflowError(f"workflow: one model stands in for the checkpoint, but this workflow loads "
+                                 f"{len(checkpoints)}: {', '.join(checkpoints)}")
+    latent = _source(graph, top, _LATENT_INPUT[node["class_type"]], "EmptyLatentImage")
+    regions = [_region(graph, i) for i in _regional_prompts(graph, top, "regional_prompts")]
+    return {"node": node["class_type"], "parameters": params,
+            "base": _config(graph, _source(graph, top, "base_sampler", "KSamplerAdvancedProvider")),
+            "regions": regions, "latent": _literal_values(graph, latent), "checkpoint": checkpoints[0]}
+
+
+def _id_order(node_id):
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _check_graph(graph) -> dict:
+    if not isinstance(graph, dict):
+        raise ComfyWorkflowError("workflow: expected a JSON object of nodes {id: {class_type, inputs}}")
+    if "nodes" in graph and "links" in graph:
+        raise ComfyWorkflowError("workflow: this is the editor's UI format; save the workflow in API format "
+                                 "(ComfyUI's Save (API Format) or Export (API)) to import it")
+    out = {}
+    for node_id, node in graph.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                or not isinstance(node.get("inputs", {}), dict):
+            raise ComfyWorkflowError(f"node {node_id}: expected {{'class_type': str, 'inputs': {{...}}}}")
+        out[str(node_id)] = {"class_type": node["class_type"], "inputs": dict(node.get("inputs", {}))}
+    return out
+
+
+def _is_link(value) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _upstream(graph, top) -> list:
+    """Every node the regional sampler depends on; unknown ones raise, listed together."""
+    seen, queue, unknown = {top}, [top], []
+    while queue:
+        node_id = queue.pop()
+        for name, value in graph[node_id]["inputs"].items():
+            if not _is_link(value):
+                continue
+            source = str(value[0])
+            if source not in graph:
+                raise ComfyWorkflowError(f"node {node_id} ({graph[node_id]['class_type']}) input {name}: links to "
+                                         f"node {source}, which is not in the workflow")
+            if source in seen:
+                continue
+            seen.add(source)
+            if graph[source]["class_type"] in SCHEMAS:
+                queue.append(source)
+            else:
+                unknown.append(source)
+    if unknown:
+        listed = ", ".join(f"{i} ({graph[i]['class_type']})" for i in sorted(unknown, key=_id_order))
+        raise ComfyWorkflowError(f"workflow: nodes upstream of the regional sampler (node {top}) that "
+                                 f"regional_widgets does not understand: {listed}")
+    return sorted(seen, key=_id_order)
+
+
+def _inputs_of(node) -> dict:
+    schema = SCHEMAS[node["class_type"]]
+    if node["class_type"] == "CombineRegionalPrompts":
+        return {name: "REGIONAL_PROMPTS" for name in node["inputs"] if _COMBINE_SLOT.match(name)} \
+            or dict(schema.required)
+    return dict(schema.required)
+
+
+def _check_node(graph, node_id) -> None:
+    """Required inputs present, no unknown input, links of the right type, literals in range."""
+    node = graph[node_id]
+    kind = node["class_type"]
+    schema = SCHEMAS[kind]
+    required = _inputs_of(node)
+    where = f"node {node_id} ({kind})"
+    unknown = sorted(set(node["inputs"]) - set(required) - set(schema.optional))
+    if unknown:
+        raise ComfyWorkflowError(f"{where}: inputs regional_widgets does not understand: {', '.join(unknown)}")
+    missing = [name for name in required if name not in node["inputs"]]
+    if missing:
+        raise ComfyWorkflowError(f"{where} input {missing[0]}: missing")
+    for name, spec in required.items():
+        value = node["inputs"][name]
+        if isinstance(spec, str):
+            _check_link(graph, where, name, value, spec)
+        else:
+            _check_literal(where, name, value, spec)
+    for name, (spec, _) in schema.optional.items():
+        if name in node["inputs"]:
+            _check_literal(where, name, node["inputs"][name], spec)
+
+
+def _check_link(graph, where, name, value, link_type) -> None:
+    if not _is_link(value):
+        raise ComfyWorkflowError(f"{where} input {name}: expected a link to a {link_type} output, got {value!r}")
+    source, index = str(value[0]), value[1]
+    outputs = SCHEMAS[graph[source]["class_type"]].outputs
+    if not 0 <= index < len(outputs) or outputs[index] != link_type:
+        got = outputs[index] if 0 <= index < len(outputs) else f"no output {index}"
+        raise ComfyWorkflowError(f"{where} input {name}: expected a {link_type} output, but node {source} "
+                                 f"({graph[source]['class_type']}) output {index} is {got}")
+
+
+def _check_literal(where, name, value, spec: Literal) -> None:
+    prefix = f"{where} input {name}"
+    if _is_link(value):
+        raise ComfyWorkflowError(f"{prefix}: a link to node {value[0]}; only a literal value is understood here")
+    if spec.kind == "BOOLEAN":
+        ok = isinstance(value, bool)
+    elif spec.kind == "STRING":
+        ok = isinstance(value, str)
+    elif spec.kind == "COMBO":
+        if value not in spec.options:
+            raise ComfyWorkflowError(f"{prefix}: unknown value {value!r}; accepted: {', '.join(spec.options)}")
+        return
+    else:
+        number = (int,) if spec.kind == "INT" else (int, float)
+        ok = isinstance(value, number) and not isinstance(value, bool) and spec.lo <= value <= spec.hi \
+            and not (spec.open_low and value <= spec.lo)
+        if not ok:
+            low = "(" if spec.open_low else "["
+            raise ComfyWorkflowError(f"{prefix}: expected {'an integer' if spec.kind == 'INT' else 'a number'} in "
+                                     f"{low}{spec.lo}, {spec.hi}], got {value!r}")
+    if not ok:
+        raise ComfyWorkflowError(f"{prefix}: expected a {spec.kind}, got {value!r}")
+
+
+def _literal_values(graph, node_id) -> dict:
+    """The node's widget values (validated already), FLOATs as floats, optional ones defaulted."""
+    node = graph[node_id]
+    schema = SCHEMAS[node["class_type"]]
+    specs = {n: s for n, s in schema.required.items() if isinstance(s, Literal)}
+    values = {n: node["inputs"][n] for n in specs}
+    values.update({n: node["inputs"].get(n, default) for n, (_, default) in schema.optional.items()})
+    specs.update({n: s for n, (s, _) in schema.optional.items()})
+    return {n: float(v) if specs[n].kind == "FLOAT" else v for n, v in values.items()}
+
+
+def _source(graph, node_id, name, expected) -> str:
+    source = str(graph[node_id]["inputs"][name][0])
+    kind = graph[source]["class_type"]
+    if kind != expected:
+        raise ComfyWorkflowError(f"node {node_id} ({graph[node_id]['class_type']}) input {name}: expected a "
+                                 f"{expected} node, got node {source} ({kind})")
+    return source
+
+
+def _regional_prompts(graph, node_id, name) -> list:
+    """RegionalPrompt node ids in slot order, through (nested) CombineRegionalPrompts."""
+    source = str(graph[node_id]["inputs"][name][0])
+    if graph[source]["class_type"] == "RegionalPrompt":
+        return [source]
+    slots = sorted(graph[source]["inputs"], key=lambda s: int(_COMBINE_SLOT.match(s).group(1)))
+    return [r for slot in slots for r in _regional_prompts(graph, source, slot)]
+
+
+def _config(graph, provider) -> dict:
+    values = _literal_values(graph, provider)
+    pipe = _source(graph, provider, "basic_pipe", "ToBasicPipe")
+    texts = {part: graph[_source(graph, pipe, part, "CLIPTextEncode")]["inputs"]["text"]
+             for part in ("positive", "negative")}
+    return {"sampler": values["sampler_name"], "scheduler": values["scheduler"], "cfg": values["cfg"],
+            "positive": texts["positive"], "negative": texts["negative"], "sigma_factor": values["sigma_factor"]}
+
+
+def _region(graph, prompt) -> dict:
+    values = _literal_values(graph, prompt)
+    mask = _source(graph, prompt, "mask", "LoadImageMask")
+    image, channel = graph[mask]["inputs"]["image"], graph[mask]["inputs"]["channel"]
+    relative = PurePosixPath(image.replace("\\", "/"))
+    if not image or relative.is_absolute() or ".." in relative.parts or re.match(r"^[A-Za-z]:", image):
+        raise ComfyWorkflowError(f"node {mask} (LoadImageMask) input image: expected a file name inside the "
+                                 f"input folder, got {image!r}")
+    return {"config": _config(graph, _source(graph, prompt, "advanced_sampler", "KSamplerAdvancedProvider")),
+            **values, "mask_file": str(relative), "mask_channel": channel, "mask_node": mask}
