@@ -128,22 +128,20 @@ class ToyWorld:
             self._check_call(x[:1], sigma[:1], cond)
         flat = x.reshape(len(x), -1).double()
         out = flat.clone()  # D(x, 0) = x
-        live = [k for k in range(len(conds)) if sigma[k] > 0]
-        dots, weights = {}, torch.zeros(len(live), len(self.labels), dtype=torch.float64)
-        for row, k in enumerate(live):
+        dots = {}
+        for k, cond in enumerate(conds):
+            if sigma[k] <= 0:
+                continue
             rep = next((j for j in dots if torch.equal(flat[j], flat[k])), k)
             if rep not in dots:
-                dots[rep] = flat[rep] @ self._exemplars.T  # one pass over the exemplars per distinct x
-            cond = conds[k]
-            index = slice(None) if cond.index is None else cond.index
-            var = self.mixture_variance + sigma[k] ** 2
-            weights[row, index] = torch.softmax((dots[rep][index] - 0.5 * cond.norms) / var, dim=0)
-        if live:
-            means = weights @ self._exemplars  # every item's posterior mean in one more pass
-            s2 = sigma[live][:, None] ** 2
+                dots[rep] = flat[rep] @ self._exemplars.T  # one pass over all exemplars per distinct x
+            row = dots[rep] if cond.index is None else dots[rep][cond.index]
+            s2 = sigma[k] ** 2
+            # each item's mean needs only its own exemplars (a prompt's are a small subset)
+            mean = torch.softmax((row - 0.5 * cond.norms) / (self.mixture_variance + s2), dim=0) @ cond.exemplars
             if self.mixture_variance:
-                means = (s2 * means + self.mixture_variance * flat[live]) / (self.mixture_variance + s2)
-            out[live] = means
+                mean = (s2 * mean + self.mixture_variance * flat[k]) / (self.mixture_variance + s2)
+            out[k] = mean
         return out.view(x.shape).to(x.dtype)
 
     def _posterior_mean(self, x, s2, cond):

@@ -364,3 +364,17 @@ def test_bad_calls(small):
 def test_bad_constructor_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ToyWorld(**{"n_exemplars": 20, "image_size": 16, **kwargs})
+
+
+def test_call_batch_equals_one_call_per_item():
+    model = ToyWorld(mixture_variance=0.02, n_exemplars=60, image_size=16)
+    x = torch.randn(1, 3, 16, 16) * 2
+    conds = [model.encode(p) for p in ("", "sky", "red circle", "")]
+    xs = torch.cat([x, x, x * 0.5, x])
+    sigma = torch.tensor([2.0, 2.0, 0.7, 0.0])
+    out = model.call_batch(xs, sigma, conds)
+    for k, cond in enumerate(conds):
+        assert torch.allclose(out[k:k + 1], model(xs[k:k + 1], sigma[k:k + 1], cond), atol=1e-6)
+    assert torch.equal(out[3], xs[3])  # D(x, 0) = x
+    with pytest.raises(ValueError, match="conds"):
+        model.call_batch(xs, sigma, conds[:2])
