@@ -259,7 +259,9 @@ class LabServer:
         return kc
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running while it is
+# started, which would break asyncio.run() in every test collected after this folder.
+@pytest.fixture(scope="package")
 def lab_server():
     base = Path(tempfile.mkdtemp(prefix="rw-lab-"))
     server = LabServer(base)
@@ -271,7 +273,7 @@ def lab_server():
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_browser():
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
