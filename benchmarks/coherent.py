@@ -18,27 +18,11 @@ import numpy as np
 import torch
 
 import regional_widgets as rw
+from regional_widgets.models.base import OneCondModel
 from regional_widgets.sampling import SAMPLER_NAMES
 
 AREAS = [(slice(40, 64), slice(0, 64)), (slice(0, 24), slice(0, 28)), (slice(0, 24), slice(36, 64))]
 WORDS = ["grass", "brick", "water"]
-
-
-class OneByOne:
-    """The model protocol without the optional batched call: one call per cond."""
-
-    def __init__(self, model):
-        self.model = model
-        self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
-
-    def encode(self, prompt):
-        return self.model.encode(prompt)
-
-    def decode(self, latent):
-        return self.model.decode(latent)
-
-    def __call__(self, x, sigma, cond):
-        return self.model(x, sigma, cond)
 
 
 def scene(model, sampler="dpmpp_2m", n=3, cfg=2.0, mode="coherent", seed=0):
@@ -73,7 +57,7 @@ def evaluation_timings(model, repeats=50):
              for c in [session.base] + [r.config for r in session.regions]]
     x = torch.randn(1, 3, 64, 64) * 3
     sigma = torch.tensor([3.0])
-    plain = OneByOne(model)
+    plain = OneCondModel(model)
     calls = {
         "one batched call": lambda: batched_cfg(model, x, sigma, conds),
         "one call per distinct cond": lambda: batched_cfg(plain, x, sigma, conds),
@@ -99,7 +83,7 @@ def timings():
     for name, t in evals.items():
         print(f"  {name:30s} {1e3 * t:7.2f} ms   ratio to the calls one by one = {t / slowest:.2f}")
     batched = per_step(scene(model))
-    one_by_one = per_step(scene(OneByOne(model)))
+    one_by_one = per_step(scene(OneCondModel(model)))
     faithful = per_step(scene(model, mode="faithful"))
     print("3 regions, 64x64, dpmpp_2m regions, cfg 2, per regional step (median of 3 runs):")
     print(f"  coherent, batched calls     {1e3 * batched:7.2f} ms")

@@ -16,22 +16,7 @@ import numpy as np
 import torch
 
 import regional_widgets as rw
-
-
-class Recording:
-    def __init__(self, model):
-        self.model, self.calls = model, []
-        self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
-
-    def encode(self, prompt):
-        return self.model.encode(prompt)
-
-    def decode(self, latent):
-        return self.model.decode(latent)
-
-    def __call__(self, x, sigma, cond):
-        self.calls.append((x, sigma, cond))
-        return self.model(x, sigma, cond)
+from regional_widgets.models.base import OneCondModel
 
 
 def scene(model, n_regions):
@@ -62,10 +47,10 @@ def main():
     print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} "
           f"{'overhead/sub-step':>18} {'history/step':>13}")
     for n in (1, 3):
-        recording = Recording(model)
+        recording = OneCondModel(model, record=True)
         session = scene(recording, n)
         session.run()
-        calls = list(recording.calls)
+        calls = list(recording.inputs)
 
         def session_run():
             session.reset()

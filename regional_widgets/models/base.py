@@ -115,3 +115,29 @@ def empty_latent(model, height: int, width: int, batch: int = 1) -> torch.Tensor
                              f"({down}), got {value}")
     batch = _positive_int(batch, "batch")
     return torch.zeros(batch, model.latent_channels, height // down, width // down)
+
+
+class OneCondModel:
+    """Another model seen through the plain protocol only (no ``call_batch``), counting its calls.
+
+    For benchmarks and tests that compare batched and one-by-one evaluation, or that need the
+    inputs a session really sends (``record=True`` keeps every ``(x, sigma, cond)``).
+    """
+
+    def __init__(self, model, record: bool = False):
+        self.model, self.record, self.calls, self.inputs = model, record, 0, []
+        self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
+        if hasattr(model, "latent_scale_factor"):
+            self.latent_scale_factor = model.latent_scale_factor
+
+    def encode(self, prompt):
+        return self.model.encode(prompt)
+
+    def decode(self, latent):
+        return self.model.decode(latent)
+
+    def __call__(self, x, sigma, cond):
+        self.calls += 1
+        if self.record:
+            self.inputs.append((x, sigma, cond))
+        return self.model(x, sigma, cond)

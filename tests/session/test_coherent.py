@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import regional_widgets as rw
+from regional_widgets.models.base import OneCondModel
 from regional_widgets.sampling import SAMPLER_NAMES
 
 MODEL = rw.models.ToyWorld(mixture_variance=0.01, image_size=32, n_exemplars=200)
@@ -97,24 +98,6 @@ def test_disjoint_masks_do_not_depend_on_region_order():
     a = session("dpmpp_2m", 3).run()
     b = session("dpmpp_2m", 3, order=[2, 0, 1]).run()
     assert (a - b).abs().max().item() <= 1e-6
-
-
-class OneCondModel:
-    """The protocol without the optional batched call."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-        self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
-
-    def encode(self, prompt):
-        return self.model.encode(prompt)
-
-    def decode(self, latent):
-        return self.model.decode(latent)
-
-    def __call__(self, x, sigma, cond):
-        self.calls += 1
-        return self.model(x, sigma, cond)
 
 
 def test_batched_and_one_by_one_calls_agree():
