@@ -257,7 +257,7 @@ def make_noise(latent, seed, batch_index, regions, zero_edges: bool = True) -> t
 
 def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor, restore_latent, noise_specs,
                   batch_index, additional_mode, additional_sampler, additional_sigma_ratio, cond_cache=None,
-                  quirks: Quirks = FAITHFUL) -> RunContext:
+                  quirks: Quirks = FAITHFUL, grow_cache=None) -> RunContext:
     cond_cache = {} if cond_cache is None else cond_cache
 
     def encode(prompt):
@@ -269,7 +269,18 @@ def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor
         return Part(config, cfg_denoiser(model, encode(config.positive), encode(config.negative), config.cfg))
 
     mask_list = [r.mask_tensor for r in regions]
-    grown = [None] + [mask_ops.grow(m, overlap_factor, swap_quirk=quirks.mask_wh_swap) for m in mask_list]
+    grow_cache = {} if grow_cache is None else grow_cache
+
+    def grown_mask(region, tensor):
+        # a painted mask is a new array, so the array itself keys the cache (kept alive by it)
+        key = (id(region.mask), overlap_factor, quirks.mask_wh_swap)
+        if key not in grow_cache or grow_cache[key][0] is not region.mask:
+            grow_cache[key] = (region.mask, mask_ops.grow(tensor, overlap_factor, swap_quirk=quirks.mask_wh_swap))
+        return grow_cache[key][1]
+
+    grown = [None] + [grown_mask(r, m) for r, m in zip(regions, mask_list)]
+    for key in [k for k, (array, _) in grow_cache.items() if not any(array is r.mask for r in regions)]:
+        del grow_cache[key]  # masks painted over since
     inv = mask_ops.inverse_union(mask_list) if mask_list else None
     noises = {name: make_noise(latent, seed, batch_index, regions, quirks.touch_noise_zero_edges)
               for name, seed in noise_specs.items()}

@@ -179,6 +179,7 @@ class RegionalSamplerSession(HasTraits):
         self._model = model
         self._ready = False
         self._cond_cache: dict = {}
+        self._grow_cache: dict = {}  # grown region masks, by mask array (painting forks often)
         samples, self._batch_index = self._unpack_latent(latent)
         super().__init__(base=base if base is not None else SamplerConfig(), regions=list(regions),
                          latent_image=samples, **params)
@@ -321,7 +322,8 @@ class RegionalSamplerSession(HasTraits):
                 self._model, self.latent_image, self.base, self.regions, overlap_factor=self.overlap_factor,
                 restore_latent=self.restore_latent, noise_specs=specs, batch_index=self._batch_index,
                 additional_mode=self.additional_mode, additional_sampler=self.additional_sampler,
-                additional_sigma_ratio=self.additional_sigma_ratio, cond_cache=self._cond_cache, quirks=self.quirks)
+                additional_sigma_ratio=self.additional_sigma_ratio, cond_cache=self._cond_cache, quirks=self.quirks,
+                grow_cache=self._grow_cache)
         return self._ctx
 
     @observe(*_STRUCTURAL)
