@@ -1,11 +1,12 @@
 """regional_widgets: step, inspect and paint regional diffusion sampling in Jupyter."""
 from . import models, plot
+from .compare import compare, detail_ratios
 from .models import empty_latent
 from .regional import Quirks, SamplerConfig
 from .session import Region, RegionalSamplerSession, regional_sampler, regional_sampler_advanced
 
 __all__ = ["RegionalSamplerSession", "Region", "SamplerConfig", "Quirks", "empty_latent", "regional_sampler",
-           "regional_sampler_advanced", "models", "plot", "RegionalSamplerApp"]
+           "regional_sampler_advanced", "models", "plot", "compare", "detail_ratios", "RegionalSamplerApp"]
 __version__ = "0.1.0"
 
 
@@ -16,4 +17,3 @@ def __getattr__(name):
 
         return RegionalSamplerApp
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-from .compare import compare, detail_ratios  # noqa: E402

@@ -19,10 +19,10 @@ from .sampling.samplers import sample
 from .sampling.schedules import sampler_sigmas
 
 
-def _exemplars_of(model, prompt):
-    words = frozenset(prompt.lower().replace(",", " ").split())
-    index = [k for k, labels in enumerate(model.labels) if words <= labels]
-    return model.exemplars[index]
+def _exemplars_of(model, prompt, shape):
+    """The prompt's exemplars as latents (the model's own prompt parsing, via its cond)."""
+    exemplars = model.encode(prompt).exemplars
+    return exemplars.view(len(exemplars), *shape)
 
 
 def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, erode: int = 4) -> float:
@@ -37,7 +37,7 @@ def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, ero
         m = -torch.nn.functional.max_pool2d(-m.float()[None, None], k, stride=1, padding=erode)[0, 0] >= 0.5
     if not m.any():
         raise ValueError("mask: the region is empty after erosion; paint a larger region")
-    ex = _exemplars_of(model, prompt)[:, :, m]
+    ex = _exemplars_of(model, prompt, latent.shape[1:])[:, :, m]
     values = latent[0][:, m].double()
     return float(((ex.double() - values) ** 2).flatten(1).mean(1).min())
 
@@ -87,7 +87,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
             if s.denoised is not None and s.step_index % every == 0:
                 frames.append(s.model.decode(s.denoised)[0].clamp(0, 1).numpy())
         strips.append(frames)
-    has_exemplars = hasattr(a.model, "exemplars") and hasattr(a.model, "labels")
+    has_exemplars = hasattr(a.model.encode(""), "exemplars")
     ratios = [detail_ratios(s) if has_exemplars and s.regions else [] for s in sessions]
     cols = max(len(f) for f in strips) + 2
     fig, axes = plt.subplots(2, cols, figsize=(1.5 * cols, 3.6), squeeze=False)
@@ -97,7 +97,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
         axes[row][0].imshow(s.model.decode(s.result)[0].clamp(0, 1).numpy())
         text = ", ".join(f"{x:.2f}" for x in r)
         axes[row][0].set_title(f"{label}\ndetail {text}" if r else label, fontsize=7)
-        im = axes[row][1].imshow(s.sigma_map, cmap="viridis")
+        axes[row][1].imshow(s.sigma_map, cmap="viridis")
         axes[row][1].set_title("effective σ (last step)", fontsize=6)
         for k, rgb in enumerate(frames):
             axes[row][2 + k].imshow(rgb)

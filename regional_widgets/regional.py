@@ -8,7 +8,6 @@ Faithful quirks of the reference are named where they happen (search for "quirk"
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
@@ -16,9 +15,9 @@ import torch
 
 from .models.base import cfg_denoiser
 from .sampling import masks as mask_ops
-from .sampling.call import CallResult, sampler_call
-from .sampling.noise import check_seed, prepare_noise, touch_noise
-from .sampling.recovery import recovery_active, sample_with_recovery
+from .sampling.call import sampler_call
+from .sampling.noise import prepare_noise, touch_noise
+from .sampling.recovery import sample_with_recovery
 from .sampling.samplers import SAMPLER_NAMES
 from .sampling.schedules import SCHEDULER_NAMES, sampler_sigmas
 

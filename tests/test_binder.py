@@ -5,7 +5,6 @@ local build instead, exactly as `make test` installs it.
 """
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 
-from regional_widgets.sampling import masks
 from regional_widgets.sampling.call import plan_call, sampler_call
 from regional_widgets.sampling.inpaint import masked_denoiser
 from regional_widgets.sampling.noise import prepare_noise

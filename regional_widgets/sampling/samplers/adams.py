@@ -72,7 +72,7 @@ def _variable_step_weights(h, h1, h2=None, h3=None):
 @register("ipndm_v")
 def ipndm_v(model, x, sigmas, i, memory, noise):
     """Improved PNDM with variable-step Adams-Bashforth weights (up to fourth order)."""
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    sigma_next = sigmas[i + 1]
     denoised, d = _slope(model, x, sigmas, i)
     if sigma_next == 0:
         return StepOut(denoised, denoised, _remember(memory, d, 3))

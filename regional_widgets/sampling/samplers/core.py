@@ -12,7 +12,6 @@ fused run and N single steps execute the very same code.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, NamedTuple, Optional
 
