@@ -9,6 +9,7 @@ it was.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from typing import Optional
 
@@ -461,16 +462,18 @@ class RegionalSamplerSession(HasTraits):
     def _publish(self, state):
         status, progress = self._status_for(state)
         cursor = state.cursor
-        group_index = max(k for k, s in enumerate(self._starts) if s <= cursor) if cursor < len(self._ops) else self.num_steps
+        group_index = bisect.bisect_right(self._starts, cursor) - 1 if cursor < len(self._ops) else self.num_steps
         values = dict(step_index=group_index, phase=self._ops[cursor - 1].phase if cursor else None,
                       sigma=state.sigma, sigma_next=state.sigma_next, latent=state.latent, denoised=state.denoised,
                       masks=self._latent_masks(), status=status, progress=progress, done=cursor == len(self._ops),
                       result=state.result, sigma_map=state.sigma_map, times_map=state.times_map)
         with self.hold_trait_notifications():
             for name, value in values.items():
-                # identity first: traitlets' own equality test would compare tensors elementwise
-                if self._trait_values.get(name) is not value:
-                    setattr(self, name, value)
+                # skip unchanged values cheaply; traitlets' own test would compare tensors elementwise
+                old = self._trait_values.get(name)
+                if old is value or (type(old) is type(value) and isinstance(value, _PLAIN) and old == value):
+                    continue
+                setattr(self, name, value)
 
     def _next_state(self, state):
         cursor = state.cursor
@@ -727,6 +730,7 @@ class RegionalSamplerSession(HasTraits):
                 f"{self.num_steps} status={self.status!r}>")
 
 
+_PLAIN = (int, float, str, bool, tuple)
 _PART_FIELDS = ("sampler", "x", "sigmas", "i", "memory", "denoised", "sigma", "sigma_next")
 
 
