@@ -43,6 +43,14 @@ def heun(model, x, sigmas, i, memory, noise):
     return StepOut(x + (d + d_2) / 2 * dt, denoised, memory)
 
 
+def _midpoint_move(model, x, d, sigma, sigma_to):
+    """DPM-Solver-2's move from sigma to sigma_to, with the derivative taken at their log-midpoint."""
+    sigma_mid = sigma.log().lerp(sigma_to.log(), 0.5).exp()
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, call_model(model, x_2, sigma_mid))
+    return x + d_2 * (sigma_to - sigma)
+
+
 @register("dpm_2", nfe="2 (1 on the step to sigma 0)")
 def dpm_2(model, x, sigmas, i, memory, noise):
     """DPM-Solver-2 in sigma: the derivative at the log-midpoint; Euler on the step to sigma 0."""
@@ -51,10 +59,7 @@ def dpm_2(model, x, sigmas, i, memory, noise):
     d = to_d(x, sigma, denoised)
     if sigma_next == 0:
         return StepOut(x + d * (sigma_next - sigma), denoised, memory)
-    sigma_mid = sigma.log().lerp(sigma_next.log(), 0.5).exp()
-    x_2 = x + d * (sigma_mid - sigma)
-    d_2 = to_d(x_2, sigma_mid, call_model(model, x_2, sigma_mid))
-    return StepOut(x + d_2 * (sigma_next - sigma), denoised, memory)
+    return StepOut(_midpoint_move(model, x, d, sigma, sigma_next), denoised, memory)
 
 
 @register("dpm_2_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)")
@@ -66,10 +71,7 @@ def dpm_2_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     d = to_d(x, sigma, denoised)
     if sigma_down == 0:
         return StepOut(x + d * (sigma_down - sigma), denoised, memory)
-    sigma_mid = sigma.log().lerp(sigma_down.log(), 0.5).exp()
-    x_2 = x + d * (sigma_mid - sigma)
-    d_2 = to_d(x_2, sigma_mid, call_model(model, x_2, sigma_mid))
-    x = x + d_2 * (sigma_down - sigma)
+    x = _midpoint_move(model, x, d, sigma, sigma_down)
     return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
 
 
