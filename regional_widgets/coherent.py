@@ -165,11 +165,6 @@ class _FirstEvalCache:
         return batched_cfg(self.ctx.model, x, sigma, [(pos, neg, cfg)])[0]
 
 
-def initial_coherent_state(ctx: CoherentContext, latent: torch.Tensor) -> RunState:
-    zeros = torch.zeros(latent.shape[-2:])
-    return RunState(latent, sigma_map=zeros, base_sigma_map=zeros, times_map=zeros)
-
-
 def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunState:
     """Run the sub-step at ``state.cursor`` (pure): one part's step, or the blend."""
     op = ops[state.cursor]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 from typing import Optional
 
@@ -352,7 +353,10 @@ class RegionalSamplerSession(HasTraits):
             region.observe(self._on_region_trait, names=list(_REGION_TRAITS))
         if self._ready:
             old, new = change["old"] or [], change["new"]
-            self.reset() if len(old) != len(new) else self._fork()
+            if len(old) != len(new):
+                self.reset()
+            else:
+                self._fork()
 
     def _on_region_trait(self, change):
         region, name = change["owner"], change["name"]
@@ -370,18 +374,14 @@ class RegionalSamplerSession(HasTraits):
         if self._ready:
             self._fork()
 
+    @contextlib.contextmanager
     def _quiet(self):
         """Trait changes made here do not fork or reset the run (used to undo a rejected value)."""
-        session = self
-
-        class Quiet:
-            def __enter__(self):
-                self.ready, session._ready = session._ready, False
-
-            def __exit__(self, *exc):
-                session._ready = self.ready
-
-        return Quiet()
+        ready, self._ready = self._ready, False
+        try:
+            yield
+        finally:
+            self._ready = ready
 
     def _fork(self):
         """Settings changed: keep the states up to now, forget what was computed after them."""
