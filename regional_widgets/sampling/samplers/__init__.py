@@ -3,11 +3,16 @@ from .core import (SAMPLERS, SamplerDef, SamplerState, StepOut, ancestral_step, 
                    get_sampler, register, sample, start, step, to_d)
 from . import adams, classic, dpm_solver, dpmpp, extra, unipc  # noqa: F401  (register samplers)
 
-# The reference's order (ComfyUI's KSAMPLER_NAMES, then ddim and the UniPC pair).
+# The reference's order (ComfyUI's KSAMPLER_NAMES, then ddim and the UniPC pair): all 42.
 _ORDER = (
-    "euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
-    "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
-    "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "ddim", "uni_pc", "uni_pc_bh2",
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep",
+    "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+    "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
 )
 SAMPLER_NAMES = tuple(n for n in _ORDER if n in SAMPLERS) + tuple(n for n in SAMPLERS if n not in _ORDER)
 
