@@ -17,11 +17,37 @@ def sigma_fixtures() -> dict:
 
 
 @lru_cache(None)
+def sigma_fixtures_exact() -> dict:
+    """Steps 1..50 of every scheduler as exact float32 values (``None`` = the reference's NaN)."""
+    return json.loads((DATA / "sigma_fixtures_exact.json").read_text())["schedules"]
+
+
+@lru_cache(None)
 def sampler_fixtures() -> dict:
+    """``sampler/case/part`` -> the reference's output at 7 decimals (the portable target, 1e-5)."""
     return json.loads((DATA / "sampler_fixtures.json").read_text())["cases"]
 
 
-FIXTURE_SIGMAS = {"karras10": ("karras", "10"), "normal7": ("normal", "7")}
+@lru_cache(None)
+def sampler_fixtures_exact() -> dict:
+    """The same keys with exact float32 values (Python floats that round-trip): bit-identity."""
+    return json.loads((DATA / "sampler_fixtures_exact.json").read_text())["cases"]
+
+
+@lru_cache(None)
+def sampler_fixtures_info() -> dict:
+    """Per sampler: ``noise_sampler_injected``, ``model_calls`` and ``fixture_noise_draws`` per case."""
+    return json.loads((DATA / "sampler_fixtures_info.json").read_text())["samplers"]
+
+
+def fixture_exact(key: str) -> torch.Tensor:
+    return torch.tensor(sampler_fixtures_exact()[key], dtype=torch.float32).view(1, 2, 4, 4)
+
+
+FIXTURE_SIGMAS = {"karras10": ("karras", "10"), "normal7": ("normal", "7"),
+                  "karras10_cfg": ("karras", "10"), "karras10_seeded": ("karras", "10")}
+FIXTURE_CFG = {"karras10_cfg": 1.5}  # every other case runs at cfg 1 with uncond = cond
+FIXTURE_SEED = 42
 
 
 def fixture_sigmas(case: str, part: str) -> torch.Tensor:
@@ -57,12 +83,55 @@ def fixture_denoiser():
     return mixture_denoiser([FIXTURE_MU, -FIXTURE_MU], 0.1)
 
 
+FIXTURE_MU_U = 0.7 * FIXTURE_MU + 0.1  # float32: multiply, then add (models.md, second edition)
+
+
+def fixture_uncond_denoiser():
+    """The second edition's unconditional branch: the same mixture around +-MU_U."""
+    return mixture_denoiser([FIXTURE_MU_U, -FIXTURE_MU_U], 0.1)
+
+
+class FixtureModel:
+    """The second edition's two-branch model behind the project's model protocol.
+
+    ``encode("positive")`` is the conditional branch C; any other prompt is the unconditional
+    branch, which is C itself unless ``uncond_differs`` (the ``karras10_cfg`` cases use the MU_U
+    mixture). ``evaluations`` counts the conditional branch's calls: every denoiser evaluation
+    makes exactly one, however CFG batches or skips the unconditional one, so it equals the
+    reference's model-call count (cond and uncond batched count as one there).
+    """
+
+    def __init__(self, uncond_differs: bool = False):
+        self.cond = fixture_denoiser()
+        self.uncond = fixture_uncond_denoiser() if uncond_differs else self.cond
+        self.evaluations = 0
+
+    def encode(self, prompt):
+        return "positive" if prompt == "positive" else "negative"
+
+    def __call__(self, x, sigma, cond):
+        if cond == "positive":
+            self.evaluations += 1
+            return self.cond(x, sigma)
+        return self.uncond(x, sigma)
+
+
+def fixture_model(case: str) -> tuple:
+    """``(model, cfg)`` for a second-edition case: cfg 1.5 with the MU_U branch, else cfg 1."""
+    cfg = FIXTURE_CFG.get(case, 1.0)
+    return FixtureModel(uncond_differs=case in FIXTURE_CFG), cfg
+
+
 def fixture_start(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cos(0.7 * FIXTURE_IDX) * sigmas[0]
 
 
 class FixtureNoise:
-    """The fixtures' noise sampler: its k-th call (k = 1, 2, ...) gives 1.2 sin(0.61 idx + 1.7 k)."""
+    """The fixtures' noise sampler: its k-th call (k = 1, 2, ...) gives 1.2 sin(0.61 idx + 1.7 k).
+
+    ``k`` is the number of draws so far (the info file's ``fixture_noise_draws``). It has no
+    ``clone``, so the step-wise driver shares this one object across the steps of a run.
+    """
 
     def __init__(self):
         self.k = 0
