@@ -20,6 +20,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from ..sampling.samplers.core import GuidedDenoiser
+
 
 @runtime_checkable
 class Model(Protocol):
@@ -42,38 +44,59 @@ class Model(Protocol):
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> Denoiser:
+def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> GuidedDenoiser:
     """``denoise(x, sigma)`` with classifier-free guidance, ready for `samplers.sample`.
 
-    ``uncond + cfg * (cond - uncond)``. At ``cfg == 1`` (math.isclose) the unconditional call is
-    skipped, as the reference does, so it costs one model call per evaluation instead of two.
-    ``negative=None`` means ``model.encode("")``.
+    ``uncond + (cond - uncond) * cfg`` (float32, this order). At ``cfg == 1`` (math.isclose) the
+    unconditional call is skipped, as the reference does, so it costs one model call per
+    evaluation instead of two. ``negative=None`` means ``model.encode("")``.
+
+    ``denoise.with_uncond(x, sigma) -> (D, U)`` is the evaluation CFG++ samplers make: the same one
+    model call (batched models) or two (one-cond models), never the cfg-1 skip, returning the
+    guided ``D`` and the raw unconditional prediction ``U`` (the reference's ``uncond_denoised``).
     """
     cfg = float(cfg)
     if not math.isfinite(cfg):
         raise ValueError(f"cfg: expected a finite number, got {cfg!r}")
-    if math.isclose(cfg, 1.0):
-        return lambda x, sigma: model(x, sigma, positive)
-    if negative is None:
+    skip = math.isclose(cfg, 1.0)
+    if negative is None and not skip:
         negative = model.encode("")
-    if hasattr(model, "call_batch"):  # the CFG pair as one call of batch 2
-        return lambda x, sigma: batched_cfg(model, x, sigma, [(positive, negative, cfg)])[0]
+    batched = hasattr(model, "call_batch")  # the CFG pair as one call of batch 2
+    negatives = [negative]
+
+    def uncond_cond():
+        if negatives[0] is None:  # cfg 1: encoded only when a CFG++ sampler asks for it
+            negatives[0] = model.encode("")
+        return negatives[0]
+
+    def with_uncond(x, sigma):
+        if batched:
+            return batched_cfg(model, x, sigma, [(positive, uncond_cond(), cfg)], uncond=True)[0]
+        uncond = model(x, sigma, uncond_cond())
+        cond = model(x, sigma, positive)
+        return uncond + (cond - uncond) * cfg, uncond
 
     def denoise(x, sigma):
-        uncond = model(x, sigma, negative)
-        cond = model(x, sigma, positive)
-        return uncond + (cond - uncond) * cfg
+        if skip:
+            return model(x, sigma, positive)
+        return with_uncond(x, sigma)[0]
 
-    return denoise
+    return GuidedDenoiser(denoise, with_uncond)
 
 
-def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts) -> list:
+def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts, uncond=False) -> list:
     """The CFG predictions of several (positive, negative, cfg) parts at one (x, sigma), batched.
 
     Every distinct cond is evaluated once (parts usually share the empty negative). A model with
     the optional ``call_batch(x, sigma, conds)`` (one cond per batch item) gets a single call;
     any other model gets one ``model(x, sigma, cond)`` call per distinct cond.
+
+    ``uncond`` (True, or one flag per part) asks for CFG++'s unconditional channel: every item is
+    then a pair ``(D, U)``; a flagged part evaluates its negative even at cfg 1 and has ``U`` its
+    raw unconditional prediction, an unflagged one has ``U = None``.
     """
+    pairs = uncond is not False
+    flags = [bool(uncond)] * len(parts) if isinstance(uncond, bool) else [bool(f) for f in uncond]
     conds, slots = [], {}
 
     def slot(cond):
@@ -82,7 +105,8 @@ def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts) -> list:
             conds.append(cond)
         return slots[id(cond)]
 
-    plan = [(slot(pos), None if math.isclose(float(cfg), 1.0) else slot(neg), float(cfg)) for pos, neg, cfg in parts]
+    plan = [(slot(pos), None if math.isclose(float(cfg), 1.0) and not flag else slot(neg), float(cfg))
+            for (pos, neg, cfg), flag in zip(parts, flags)]
     batch = len(x)
     if hasattr(model, "call_batch"):
         xs = x.repeat(len(conds), *([1] * (x.ndim - 1)))
@@ -91,12 +115,12 @@ def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts) -> list:
     else:
         preds = [model(x, sigma, c) for c in conds]
     out = []
-    for pos, neg, cfg in plan:
+    for (pos, neg, cfg), flag in zip(plan, flags):
         if neg is None:
-            out.append(preds[pos])
+            denoised = preds[pos]
         else:
-            uncond = preds[neg]
-            out.append(uncond + (preds[pos] - uncond) * cfg)
+            denoised = preds[neg] + (preds[pos] - preds[neg]) * cfg
+        out.append((denoised, preds[neg] if flag else None) if pairs else denoised)
     return out
 
 

@@ -15,6 +15,7 @@ from . import masks as mask_ops
 from .inpaint import masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
+from .samplers.core import GuidedDenoiser, denoise_with_uncond
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,11 @@ def sampler_call(
         calls[0] += 1
         return denoise(x, sigma)
 
-    model = counted
+    def counted_with_uncond(x, sigma):  # CFG++: still one evaluation
+        calls[0] += 1
+        return denoise_with_uncond(denoise, x, sigma)
+
+    model = GuidedDenoiser(counted, counted_with_uncond)
     if noise_mask is not None:
         mask = mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise

@@ -3,10 +3,15 @@
 Outside the mask the model *sees* the call's input latent re-noised to the current sigma with
 the call's own noise, and its prediction there is replaced by that latent. The sampler's own x is
 never overwritten: whatever its update does outside the mask stays in its state.
+
+For CFG++ samplers the guided prediction is blended the same way, the unconditional one is not
+(the reference stores it from inside CFG, before the blend).
 """
 from __future__ import annotations
 
 import torch
+
+from .samplers.core import GuidedDenoiser, denoise_with_uncond
 
 
 def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -17,9 +22,15 @@ def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, ma
     """Wrap ``denoise(x, sigma)`` so only the area where ``mask`` (latent-shaped) is 1 is denoised."""
     keep = 1.0 - mask
 
-    def masked(x, sigma):
+    def model_input(x, sigma):
         renoised = latent_image + noise * _per_item(sigma, noise)
-        x_in = x * mask + renoised * keep
-        return denoise(x_in, sigma) * mask + latent_image * keep
+        return x * mask + renoised * keep
 
-    return masked
+    def masked(x, sigma):
+        return denoise(model_input(x, sigma), sigma) * mask + latent_image * keep
+
+    def masked_with_uncond(x, sigma):
+        denoised, uncond = denoise_with_uncond(denoise, model_input(x, sigma), sigma)
+        return denoised * mask + latent_image * keep, uncond
+
+    return GuidedDenoiser(masked, masked_with_uncond)

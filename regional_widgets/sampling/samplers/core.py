@@ -9,6 +9,11 @@ explicit state the sampler carries to its next step (multistep history, a precom
 fresh dict is returned, the old one is never mutated), and ``noise(sigma, sigma_next)`` draws the
 step's noise for stochastic samplers. The driver (`start`, `step`, `sample`) owns the loop, so a
 fused run and N single steps execute the very same code.
+
+CFG++ samplers (``register(..., uncond=True)``) also need the raw unconditional prediction ``U`` of
+the same evaluation: they call `call_model_uncond(model, x, sigma) -> (D, U)`, which asks the
+denoiser's optional ``with_uncond(x, sigma_batch) -> (D, U)`` (`GuidedDenoiser`; the CFG layer in
+``models.base`` builds one). A plain callable has no guidance, so its ``U`` is its ``D``.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class SamplerDef:
     nfe: str = "1"
     doc: str = ""
     inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
+    uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
 
 
 @dataclass(frozen=True)
@@ -63,16 +69,47 @@ class SamplerState:
 SAMPLERS: dict[str, SamplerDef] = {}
 
 
-def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False):
+def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False, uncond=False):
     def wrap(fn):
-        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random)
+        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random, uncond)
         return fn
     return wrap
+
+
+class GuidedDenoiser:
+    """A denoiser ``(x, sigma_batch) -> D`` that can also give the unconditional prediction.
+
+    ``with_uncond(x, sigma_batch) -> (D, U)`` makes the same single evaluation as a call (one
+    model call, both CFG branches, never the cfg-1 skip) and returns the guided ``D`` with the raw
+    unconditional ``U``. Wrappers (counting, inpainting) forward both entry points.
+    """
+
+    __slots__ = ("denoise", "with_uncond")
+
+    def __init__(self, denoise, with_uncond):
+        self.denoise, self.with_uncond = denoise, with_uncond
+
+    def __call__(self, x, sigma):
+        return self.denoise(x, sigma)
+
+
+def denoise_with_uncond(denoise, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
+    """``(D, U)`` of one evaluation at per-item ``sigma``; a denoiser without guidance has ``U = D``."""
+    with_uncond = getattr(denoise, "with_uncond", None)
+    if with_uncond is None:
+        denoised = denoise(x, sigma)
+        return denoised, denoised
+    return with_uncond(x, sigma)
 
 
 def call_model(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Evaluate the denoiser at a scalar sigma broadcast to the batch (k-diffusion's ``s_in``)."""
     return model(x, sigma * x.new_ones([x.shape[0]]))
+
+
+def call_model_uncond(model, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
+    """`call_model` for CFG++ samplers: ``(D, U)``, the guided and the unconditional prediction."""
+    return denoise_with_uncond(model, x, sigma * x.new_ones([x.shape[0]]))
 
 
 def to_d(x, sigma, denoised):
