@@ -20,6 +20,14 @@ loaded with ``LoadImageMask`` channel ``"red"``: 8-bit, so soft values come back
 (k/255 values exactly). Red, not alpha: ``LoadImageMask`` inverts alpha (mask = 1 - A/255), and a
 grey PNG reads the same in any viewer and in the mask canvas.
 
+Files: the JSON and its mask PNGs are written atomically into the JSON's folder and never through
+a symlink; an existing file is replaced only if this module wrote it (a workflow whose SaveImage
+prefix is ``regional_widgets``, a PNG with our ``Software`` text chunk), otherwise the export is
+refused before anything is written (`paths.FileSafetyError`). The import reads the JSON (at most
+`MAX_WORKFLOW_BYTES`, nested at most `paths.JSON_MAX_DEPTH` levels) and the mask PNGs from inside
+the mask folder only (no symlinks, PNG only, exactly the EmptyLatentImage size), and validates the
+whole graph (node ids, names, links, cycles) before anything is built.
+
 Only the API format is written. The editor's UI format is not: its ``widgets_values`` hold an
 extra "control after generate" entry after some seed inputs, which the node schemas we work from
 do not specify, so the positions would be guessed. ComfyUI loads an API-format file as well.
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -36,11 +45,16 @@ from ..sampling.noise import SEED_MAX, VARIATION_METHODS
 from ..sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS
 from ..sampling.samplers import SAMPLER_NAMES
 from ..sampling.schedules import SCHEDULER_NAMES
-from .masks import CHANNELS, read_mask_png, write_mask_png
+from .masks import CHANNELS, MAX_PIXELS, read_mask_png, write_mask_png, written_by_us
+from .paths import NAME_MAX, FileSafetyError, inside, open_read, parse_json, read_bytes, write_atomic
 
 SAMPLER_NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
 MAX_RESOLUTION = 16384  # ComfyUI's limit for EmptyLatentImage's width and height
 MASK_CHANNEL = "red"
+SAVE_PREFIX = "regional_widgets"  # SaveImage's filename_prefix in what we export: marks the JSON as ours
+MAX_WORKFLOW_BYTES = 32 * 2**20
+MAX_NODE_ID = 64  # characters in a node id (ComfyUI's are short: "12", "5:3")
+MAX_IMAGE_NAME = 1024  # characters in a LoadImageMask image name (each folder/file name: NAME_MAX bytes)
 
 
 class ComfyWorkflowError(ValueError):
@@ -186,49 +200,89 @@ def build_workflow(description: dict, mask_prefix: str = "region") -> tuple:
     for node_id in _upstream(graph, sampler):  # the graph passes the checks an import makes
         _check_node(graph, node_id)
     decoded = add("VAEDecode", samples=[sampler, 0], vae=[ckpt, 2])
-    add("SaveImage", images=[decoded, 0], filename_prefix="regional_widgets")
+    add("SaveImage", images=[decoded, 0], filename_prefix=SAVE_PREFIX)
     return graph, mask_files
 
 
 def write_workflow(path, description: dict) -> list:
-    """Write ``path`` (API-format JSON) and the masks beside it as ``<stem>_region<j>.png``; returns the paths."""
+    """Write ``path`` (API-format JSON) and the masks beside it as ``<stem>_region<j>.png``; returns the paths.
+
+    Every file is written atomically; an existing file that this module did not write (or a
+    symlink) is refused before anything is written (`FileSafetyError`). The JSON is written last.
+    """
     path = Path(path)
+    folder = path.parent
     graph, mask_files = build_workflow(description, mask_prefix=f"{path.stem}_region")
-    written = []
-    for name, png in mask_files.items():
-        (path.parent / name).write_bytes(png)
-        written.append(path.parent / name)
-    path.write_text(json.dumps(graph, indent=2))
-    return [path] + written
+    files = {**mask_files, path.name: json.dumps(graph, indent=2).encode()}
+    ours = {name: (_png_is_ours if name in mask_files else _workflow_is_ours) for name in files}
+    for name in files:  # refuse before writing anything
+        target = inside(folder, name)
+        if target.exists() and not ours[name](folder, name):
+            raise FileSafetyError(f"{str(name)!r}: already exists in {str(folder)!r} and was not written by "
+                                  "regional_widgets; not overwritten (remove it or choose another name)")
+    written = [write_atomic(folder, name, data, replace_ok=lambda _, n=name: ours[n](folder, n))
+               for name, data in files.items()]
+    return [written[-1]] + written[:-1]
+
+
+def _png_is_ours(folder, name) -> bool:
+    try:
+        with open_read(folder, name, 2**31) as file:
+            return written_by_us(file)
+    except (OSError, ValueError):
+        return False
+
+
+def _workflow_is_ours(folder, name) -> bool:
+    try:
+        graph = parse_json(read_bytes(folder, name, MAX_WORKFLOW_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(graph, dict) and any(
+        isinstance(n, dict) and n.get("class_type") == "SaveImage" and isinstance(n.get("inputs"), dict)
+        and n["inputs"].get("filename_prefix") == SAVE_PREFIX for n in graph.values())
 
 
 # ---- import -------------------------------------------------------------------------------------
 
 def read_workflow(path, mask_folder=None) -> dict:
     """`parse_workflow` of an API-format JSON file, with each region's ``mask`` loaded from its PNG
-    (looked up in ``mask_folder``, by default the JSON's folder)."""
+    (looked up inside ``mask_folder``, by default the JSON's folder; never through a symlink).
+
+    Each mask must be a PNG of exactly the EmptyLatentImage's width x height (checked before its
+    pixels are decoded); nothing is resized.
+    """
     path = Path(path)
     try:
-        graph = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        raw = read_bytes(path.parent, path.name, MAX_WORKFLOW_BYTES)
+    except FileSafetyError as err:
+        if "over the limit" in str(err):
+            raise ComfyWorkflowError(f"{path}: {err}") from None
+        raise
+    except OSError as err:
+        raise ComfyWorkflowError(f"{path}: cannot be read ({err})") from None
+    try:
+        graph = parse_json(raw)
+    except (ValueError, RecursionError) as err:
         raise ComfyWorkflowError(f"{path}: cannot be read as JSON ({err})") from None
     description = parse_workflow(graph)
     folder = Path(mask_folder) if mask_folder is not None else path.parent
-    shape = None
+    size = (description["latent"]["width"], description["latent"]["height"])
     for region in description["regions"]:
         where = f"node {region['mask_node']} (LoadImageMask) input image"
-        file = folder / region["mask_file"]
-        if not file.is_file():
-            raise ComfyWorkflowError(f"{where}: mask file {str(file)!r} not found (masks are looked up in "
-                                     "the workflow's folder, or in mask_folder= such as ComfyUI's input folder)")
         try:
-            mask = read_mask_png(file, region["mask_channel"])
-        except (OSError, ValueError) as err:
-            raise ComfyWorkflowError(f"{where}: {file.name}: {err}") from None
-        if shape is not None and mask.shape != shape:
-            raise ComfyWorkflowError(f"{where}: mask {file.name} is {mask.shape[1]}x{mask.shape[0]}, region 1's is "
-                                     f"{shape[1]}x{shape[0]}; every region mask must have one size")
-        shape = mask.shape
+            file = open_read(folder, region["mask_file"], 2**31)
+        except FileSafetyError as err:
+            raise FileSafetyError(f"{where}: {err}") from None
+        except OSError:
+            raise ComfyWorkflowError(f"{where}: mask file {str(folder / region['mask_file'])!r} not found (masks "
+                                     "are looked up in the workflow's folder, or in mask_folder= such as ComfyUI's "
+                                     "input folder)") from None
+        with file:
+            try:
+                mask = read_mask_png(file, region["mask_channel"], size=size, max_pixels=MAX_PIXELS)
+            except (OSError, ValueError) as err:
+                raise ComfyWorkflowError(f"{where}: {region['mask_file']}: {err}") from None
         region["mask"] = mask
     return description
 
@@ -264,7 +318,17 @@ def parse_workflow(graph) -> dict:
 
 
 def _id_order(node_id):
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    return (0, int(node_id), "") if re.fullmatch(r"[0-9]{1,30}", node_id) else (1, 0, node_id)
+
+
+def _check_id(node_id) -> str:
+    """A node id as text: 1..MAX_NODE_ID printable characters (ComfyUI's are "12" or "5:3")."""
+    text = node_id if isinstance(node_id, str) else str(node_id)
+    if isinstance(node_id, bool) or not isinstance(node_id, (str, int)) or not 0 < len(text) <= MAX_NODE_ID \
+            or not text.isprintable():
+        shown = repr(text[:MAX_NODE_ID]) + ("..." if len(text) > MAX_NODE_ID else "")
+        raise ComfyWorkflowError(f"workflow: node id {shown}: expected 1..{MAX_NODE_ID} printable characters")
+    return text
 
 
 def _check_graph(graph) -> dict:
@@ -275,10 +339,13 @@ def _check_graph(graph) -> dict:
                                  "(ComfyUI's Save (API Format) or Export (API)) to import it")
     out = {}
     for node_id, node in graph.items():
+        node_id = _check_id(node_id)
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
                 or not isinstance(node.get("inputs", {}), dict):
             raise ComfyWorkflowError(f"node {node_id}: expected {{'class_type': str, 'inputs': {{...}}}}")
-        out[str(node_id)] = {"class_type": node["class_type"], "inputs": dict(node.get("inputs", {}))}
+        if node_id in out:
+            raise ComfyWorkflowError(f"node {node_id}: the id appears twice")
+        out[node_id] = {"class_type": node["class_type"][:200], "inputs": dict(node.get("inputs", {}))}
     return out
 
 
@@ -401,12 +468,22 @@ def _source(graph, node_id, name, expected) -> str:
 
 
 def _regional_prompts(graph, node_id, name) -> list:
-    """RegionalPrompt node ids in slot order, through (nested) CombineRegionalPrompts."""
-    source = str(graph[node_id]["inputs"][name][0])
-    if graph[source]["class_type"] == "RegionalPrompt":
-        return [source]
-    slots = sorted(graph[source]["inputs"], key=lambda s: int(_COMBINE_SLOT.match(s).group(1)))
-    return [r for slot in slots for r in _regional_prompts(graph, source, slot)]
+    """RegionalPrompt node ids in slot order, through (nested) CombineRegionalPrompts; a cycle raises."""
+    found = []
+    # depth-first, without recursion: (node, the Combine nodes on the way to it)
+    stack = [(str(graph[node_id]["inputs"][name][0]), ())]
+    while stack:
+        source, path = stack.pop()
+        if graph[source]["class_type"] == "RegionalPrompt":
+            found.append(source)
+            continue
+        if source in path:
+            loop = " -> ".join(path[path.index(source):] + (source,))
+            raise ComfyWorkflowError(f"node {source} (CombineRegionalPrompts): its regional_prompts inputs form a "
+                                     f"cycle ({loop})")
+        slots = sorted(graph[source]["inputs"], key=lambda s: int(_COMBINE_SLOT.match(s).group(1)))
+        stack.extend((str(graph[source]["inputs"][slot][0]), path + (source,)) for slot in reversed(slots))
+    return found
 
 
 def _config(graph, provider) -> dict:
@@ -423,8 +500,13 @@ def _region(graph, prompt) -> dict:
     mask = _source(graph, prompt, "mask", "LoadImageMask")
     image, channel = graph[mask]["inputs"]["image"], graph[mask]["inputs"]["channel"]
     relative = PurePosixPath(image.replace("\\", "/"))
+    where = f"node {mask} (LoadImageMask) input image"
     if not image or relative.is_absolute() or ".." in relative.parts or re.match(r"^[A-Za-z]:", image):
-        raise ComfyWorkflowError(f"node {mask} (LoadImageMask) input image: expected a file name inside the "
-                                 f"input folder, got {image!r}")
+        raise ComfyWorkflowError(f"{where}: expected a file name inside the input folder, got {image[:100]!r}")
+    if len(image) > MAX_IMAGE_NAME or any(len(p.encode("utf-8", "surrogatepass")) > NAME_MAX for p in relative.parts):
+        raise ComfyWorkflowError(f"{where}: a name of {len(image)} characters; expected at most {MAX_IMAGE_NAME}, "
+                                 f"each folder or file name at most {NAME_MAX} bytes")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in image):
+        raise ComfyWorkflowError(f"{where}: control characters in the file name {image[:100]!r}")
     return {"config": _config(graph, _source(graph, prompt, "advanced_sampler", "KSamplerAdvancedProvider")),
             **values, "mask_file": str(relative), "mask_channel": channel, "mask_node": mask}

@@ -98,7 +98,7 @@ def validate_graph(graph):
 
 
 # ---- sessions with non-default values for every parameter ----------------------------------------
-H, W = 40, 56  # masks at a non-square resolution of their own
+H, W = 40, 56  # a non-square image; masks are at the image size the latent implies
 RNG = np.random.default_rng(11)
 MASKS = [
     (RNG.integers(0, 256, (H, W)) / 255).astype(np.float32),  # 8-bit values: exact
@@ -129,7 +129,7 @@ PARAMS = {
 def make_session(node, n_regions, model=MODEL, batch=2, **changes):
     regions = [rw.Region(MASKS[j], **REGION_CONFIGS[j]) for j in range(n_regions)]
     params = dict(PARAMS[node], **changes)
-    return rw.RegionalSamplerSession(model, rw.empty_latent(model, 64, 64, batch), base=BASE, regions=regions,
+    return rw.RegionalSamplerSession(model, rw.empty_latent(model, H, W, batch), base=BASE, regions=regions,
                                      node=node, **params)
 
 
@@ -195,8 +195,8 @@ def test_exported_wiring(tmp_path):
                       "CombineRegionalPrompts": 1, "EmptyLatentImage": 1, "RegionalSamplerAdvanced": 1,
                       "RegionalSampler": 0, "VAEDecode": 1, "SaveImage": 1}
     assert graph[nodes_of(graph, "CheckpointLoaderSimple")[0]]["inputs"]["ckpt_name"] == "model.safetensors"
-    # the latent in image pixels: latent 8x8 x downscale 8
-    assert graph[nodes_of(graph, "EmptyLatentImage")[0]]["inputs"] == {"width": 64, "height": 64, "batch_size": 3}
+    # the latent in image pixels: latent 7x5 x downscale 8
+    assert graph[nodes_of(graph, "EmptyLatentImage")[0]]["inputs"] == {"width": W, "height": H, "batch_size": 3}
     (top,) = nodes_of(graph, "RegionalSamplerAdvanced")
     inputs = graph[top]["inputs"]
     assert {k: v for k, v in inputs.items() if not isinstance(v, list)} == PARAMS["RegionalSamplerAdvanced"]
@@ -218,7 +218,7 @@ def test_exported_wiring(tmp_path):
     assert graph[decode]["inputs"]["samples"] == [top, 0]
     assert graph[nodes_of(graph, "SaveImage")[0]]["inputs"]["images"] == [decode, 0]
     back = rw.RegionalSamplerSession.from_comfy(tmp_path / "w.json", SD_MODEL)
-    assert back.latent_image.shape == (3, 4, 8, 8)
+    assert back.latent_image.shape == (3, 4, H // 8, W // 8)
 
 
 def test_regional_sampler_node_and_description_round_trip():
@@ -379,7 +379,7 @@ def test_a_missing_mask_png_is_named(hand_written):
 
 @pytest.mark.parametrize("change, match", [
     (lambda g: g["7"]["inputs"].update(scheduler="AYS SDXL"), r"node 7 \(KSamplerAdvancedProvider\) input scheduler"),
-    (lambda g: g["7"]["inputs"].update(sampler_name="euler_cfg_pp"), r"node 7 .* input sampler_name"),
+    (lambda g: g["7"]["inputs"].update(sampler_name="euler_magic"), r"node 7 .* input sampler_name"),
     (lambda g: g["3"]["inputs"].update(steps=0), r"node 3 \(RegionalSamplerAdvanced\) input steps"),
     (lambda g: g["3"]["inputs"].update(add_noise=1), r"node 3 .* input add_noise: expected a BOOLEAN"),
     (lambda g: g["3"]["inputs"].update(start_at_step=12), r"node 3 .* input start_at_step"),
@@ -414,7 +414,7 @@ def test_two_checkpoints_mismatched_masks_and_unknown_words(hand_written):
     with pytest.raises(ComfyWorkflowError, match="other.safetensors"):
         rw.RegionalSamplerSession.from_comfy(write(folder, edited(second_checkpoint)), MODEL)
     Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(folder / "sub" / "sun.png")
-    with pytest.raises(ComfyWorkflowError, match=r"node 24 .* sun.png is 64x32, region 1's is 64x64"):
+    with pytest.raises(ComfyWorkflowError, match=r"node 24 .*sun.png: mask: the image is 64x32 but the latent implies 64x64"):
         rw.RegionalSamplerSession.from_comfy(write(folder, json.loads(HAND_WRITTEN)), MODEL)
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "sub" / "sun.png")
     with pytest.raises(ComfyWorkflowError, match="does not fit this model.*unicorn"):
@@ -447,18 +447,18 @@ def test_quirks_latents_and_regions_the_nodes_cannot_express(tmp_path):
     session = make_session("RegionalSampler", 1, quirks=rw.Quirks(mask_wh_swap=False, discard_final_step=False))
     with pytest.raises(ComfyWorkflowError, match="quirks: .*mask_wh_swap, discard_final_step"):
         session.to_comfy(tmp_path / "q.json")
-    latent = rw.empty_latent(MODEL, 64, 64) + 0.5
+    latent = rw.empty_latent(MODEL, H, W) + 0.5
     session = rw.RegionalSamplerSession(MODEL, latent, regions=[rw.Region(MASKS[0])])
     with pytest.raises(ComfyWorkflowError, match="latent_image: .*EmptyLatentImage.*not all zeros"):
         session.to_comfy(tmp_path / "l.json")
-    session = rw.RegionalSamplerSession(MODEL, {"samples": rw.empty_latent(MODEL, 64, 64), "batch_index": [3]},
+    session = rw.RegionalSamplerSession(MODEL, {"samples": rw.empty_latent(MODEL, H, W), "batch_index": [3]},
                                         regions=[rw.Region(MASKS[0])])
     with pytest.raises(ComfyWorkflowError, match="batch_index"):
         session.to_comfy(tmp_path / "b.json")
     with pytest.raises(ComfyWorkflowError, match="at least one region"):
         rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, 64, 64)).to_comfy(tmp_path / "r.json")
     small = rw.models.ToyWorld(n_exemplars=20, image_size=8)
-    session = rw.RegionalSamplerSession(small, rw.empty_latent(small, 8, 8), regions=[rw.Region(MASKS[0])])
+    session = rw.RegionalSamplerSession(small, rw.empty_latent(small, 8, 8), regions=[rw.Region(np.ones((8, 8)))])
     with pytest.raises(ComfyWorkflowError, match="width that is a multiple of 8 in 16..16384"):
         session.to_comfy(tmp_path / "s.json")
     assert not list(tmp_path.iterdir())
