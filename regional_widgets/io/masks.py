@@ -9,6 +9,11 @@ Two ways to read an image, chosen by ``channel``:
   opaque (transparent = 0), else the greyscale (luma) values;
 - ``channel="red" | "green" | "blue" | "alpha"``: ComfyUI's ``LoadImageMask``: that channel / 255,
   except alpha, which it inverts (mask = 1 - A/255).
+
+Masks open as PNG only (``formats=["PNG"]``: a file of another format named ``.png`` is refused,
+never handed to another decoder such as Ghostscript). The size is checked from the header before
+any pixel is decoded: against ``size`` (the image size the latent implies) when the caller knows
+it, else against `MAX_PIXELS`. Pillow's own decompression-bomb guard stays on as well.
 """
 from __future__ import annotations
 
@@ -18,31 +23,58 @@ import os
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 CHANNELS = ("alpha", "red", "green", "blue")
 _BANDS = {"alpha": "A", "red": "R", "green": "G", "blue": "B"}
+MASK_FORMATS = ("PNG",)
+# what `open_image` decodes for display (backgrounds): raster formats Pillow decodes itself
+DISPLAY_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+SIGNATURE = ("Software", "regional_widgets")  # a tEXt chunk in every PNG written here
+MAX_PIXELS = 4096 * 4096  # an image with no expected size may have at most this many pixels
 
 
-def open_image(source):
-    """A PIL image from a path, image bytes or a PIL image; ``None`` for anything else (an array)."""
+def open_image(source, formats=DISPLAY_FORMATS, max_pixels=MAX_PIXELS, size=None, what="image"):
+    """A PIL image (header read, pixels not yet decoded) from a path, image bytes, a binary file
+    object or a PIL image; ``None`` for anything else (an array).
+
+    Only ``formats`` are tried. ``size`` (``(width, height)``): the image must have exactly this
+    size; otherwise at most ``max_pixels`` pixels. Both are checked before decoding (ValueError
+    starting with ``what``).
+    """
     if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return Image.open(io.BytesIO(bytes(source)))
-    if isinstance(source, (str, os.PathLike)):
-        return Image.open(source)
-    return None
+        image = source
+    elif isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(source, "read"):
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            source = io.BytesIO(bytes(source))
+        try:
+            image = Image.open(source, formats=list(formats))
+        except Image.DecompressionBombError as err:
+            raise ValueError(f"{what}: refused by Pillow's decompression-bomb guard ({err})") from None
+        except Image.UnidentifiedImageError:
+            raise ValueError(f"{what}: not a {' or '.join(formats)} image") from None
+    else:
+        return None
+    width, height = image.size
+    if size is not None and (width, height) != tuple(size):
+        raise ValueError(f"{what}: the image is {width}x{height} but the latent implies {size[0]}x{size[1]} "
+                         "(width x height); masks are not resized on import")
+    if size is None and width * height > max_pixels:
+        raise ValueError(f"{what}: the image is {width}x{height} = {width * height} pixels, over the limit of "
+                         f"{max_pixels} pixels (regional_widgets.io.masks.MAX_PIXELS)")
+    return image
 
 
-def read_mask_png(source, channel=None) -> np.ndarray:
-    """A float32 mask in [0, 1] from a PNG (path, bytes or PIL image) or a 2-D array/tensor.
+def read_mask_png(source, channel=None, *, size=None, max_pixels=MAX_PIXELS) -> np.ndarray:
+    """A float32 mask in [0, 1] from a PNG (path, bytes, binary file or PIL image) or a 2-D array/tensor.
 
     ``channel=None``: alpha if present and not fully opaque, else greyscale, divided by the
     format's maximum (255, or 65535 for 16-bit). Arrays: bool, integer (uint8 / 255, uint16 /
     65535) or float in [0, 1]. ``channel`` in `CHANNELS`: ``LoadImageMask``'s reading of an 8-bit
     image; an image without that channel raises (ComfyUI would give an empty 64x64 mask).
+    ``size``/``max_pixels``: see `open_image` (checked before decoding).
     """
-    image = open_image(source)
+    image = open_image(source, MASK_FORMATS, max_pixels, size, "mask")
     if channel is not None:
         if image is None:
             raise ValueError(f"mask: a channel ({channel!r}) can only be read from an image")
@@ -85,6 +117,15 @@ def _read_channel(image, channel) -> np.ndarray:
     return 1 - value if channel == "alpha" else value
 
 
+def written_by_us(file) -> bool:
+    """Whether a PNG (binary file object) carries the text chunk `write_mask_png` writes."""
+    try:
+        image = Image.open(file, formats=list(MASK_FORMATS))
+    except (OSError, ValueError):
+        return False
+    return image.info.get(SIGNATURE[0]) == SIGNATURE[1]
+
+
 def write_mask_png(mask, mode: str = "L") -> bytes:
     """PNG bytes of ``round(mask * 255)``: greyscale (``mode="L"``) or grey in R, G and B
     (``mode="RGB"``, for readers that pick a colour channel, such as ``LoadImageMask``)."""
@@ -96,5 +137,7 @@ def write_mask_png(mask, mode: str = "L") -> bytes:
         raise ValueError(f"mode: expected 'L' or 'RGB', got {mode!r}")
     grey = Image.fromarray((array * 255).round().astype(np.uint8))
     buffer = io.BytesIO()
-    (grey if mode == "L" else grey.convert("RGB")).save(buffer, "PNG")
+    info = PngInfo()
+    info.add_text(*SIGNATURE)  # before the pixels: `written_by_us` reads it without decoding
+    (grey if mode == "L" else grey.convert("RGB")).save(buffer, "PNG", pnginfo=info)
     return buffer.getvalue()
