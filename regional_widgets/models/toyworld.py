@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..sampling.schedules import sd15_sigmas
+from ..sampling.model_sampling import sd15_model_sampling
 from .latents import LATENT_SPACES, as_rgb_batch
 from .toyworld_images import VOCABULARY, make_exemplars, resolve_textures
 
@@ -71,7 +71,8 @@ class ToyWorld:
         self.latent, self.seed, self.image_size = latent, int(seed), int(image_size)
         self.textures = resolve_textures(textures)
         self.mixture_variance = float(mixture_variance)
-        self.sigmas = sd15_sigmas()
+        self.model_sampling = sd15_model_sampling()  # float64 table kept: the reference's schedules
+        self.sigmas = self.model_sampling.sigmas
         self.latent_channels, self.downscale = self.space.channels, self.space.downscale
         side = self.image_size // self.downscale
         self.latent_shape = (self.latent_channels, side, side)

@@ -18,6 +18,11 @@ from .samplers import get_sampler, start as start_sampler, step as step_sampler
 from .samplers.core import GuidedDenoiser, denoise_with_uncond
 
 
+# The SDE samplers Impact wraps with a tree over the total schedule (not the heun variants, §1.4).
+TOTAL_BOUNDS_TREE = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde",
+                     "dpmpp_3m_sde_gpu")
+
+
 @dataclass(frozen=True)
 class CallPlan:
     """What one call will run: its sigmas (None = no-op) and the total schedule's SDE bounds."""
@@ -110,9 +115,9 @@ def sampler_call(
         model = masked_denoiser(counted, latent, inpaint_noise, mask)
     x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(sigma_max, sigmas[0]))
     noise_sampler = None
-    if spec.noise == "brownian" and plan.brownian_bounds is not None:
+    if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.
-        noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed)
+        noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed, cpu=spec.noise == "brownian")
     state = start_sampler(sampler, x, sigmas, seed=seed if sampler_seed is None else sampler_seed,
                           noise_sampler=noise_sampler)
     last_denoised = None

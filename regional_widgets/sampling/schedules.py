@@ -1,7 +1,10 @@
-"""Sigma schedules by the reference's names, over a model's discrete sigma table.
+"""Sigma schedules by the reference's names, over a model's sampling (its discrete sigma table).
 
 A model's noise levels are a discrete, ascending table ``sigma_t`` (t = 0..T-1). Every scheduler
-picks ``steps`` values from it (or from its range) and appends the final 0.
+picks ``steps`` values from it (or from its range) and appends the final 0. Schedules are computed
+in the reference's float order, so from a model sampling that keeps its float64 table
+(`model_sampling.sd15_model_sampling`, the built-in model's) they are the reference's bit for bit;
+from a bare float32 table ``normal``/``sgm_uniform`` may differ by a few ulps (see `model_sampling`).
 """
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import math
 
 import numpy as np
 import torch
+
+from .model_sampling import ModelSamplingDiscrete, as_model_sampling, sd15_model_sampling, sd15_table
+
+ModelSampling = ModelSamplingDiscrete  # the older name, kept for callers
 
 SCHEDULER_NAMES = (
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
@@ -19,54 +26,15 @@ DISCARD_PENULTIMATE_SAMPLERS = ("dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh
 
 
 def sd15_sigmas() -> torch.Tensor:
-    """The SD1.5 discrete sigma table: scaled-linear betas 0.00085..0.012, 1000 steps."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    """The SD1.5 discrete sigma table (float32): scaled-linear betas 0.00085..0.012, 1000 steps.
+
+    A bare float32 table; for the reference's schedules bit for bit use `sd15_model_sampling()`,
+    which keeps the float64 table its log-sigmas come from.
+    """
+    return sd15_table().float()
 
 
-class ModelSampling:
-    """A discrete sigma table with the reference's sigma <-> timestep maps."""
-
-    def __init__(self, sigmas: torch.Tensor):
-        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
-        if sigmas.numel() < 2 or not torch.isfinite(sigmas).all() or (sigmas <= 0).any():
-            raise ValueError("model sigmas: expected a 1-D table of at least 2 finite positive values")
-        if (sigmas[1:] < sigmas[:-1]).any():
-            raise ValueError("model sigmas: expected an ascending table")
-        self.sigmas = sigmas
-        self.log_sigmas = sigmas.log()
-
-    @property
-    def sigma_min(self) -> torch.Tensor:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> torch.Tensor:
-        return self.sigmas[-1]
-
-    def timestep(self, sigma) -> torch.Tensor:
-        """The table index nearest to ``sigma`` in log space (what a UNet is conditioned on)."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32)
-        dists = sigma.log().reshape(1, -1) - self.log_sigmas[:, None]
-        return dists.abs().argmin(dim=0).view(sigma.shape)
-
-    def sigma(self, t) -> torch.Tensor:
-        """Sigma at a fractional timestep: log-linear between the neighbouring table entries."""
-        t = torch.as_tensor(t, dtype=torch.float32).clamp(0, len(self.sigmas) - 1)
-        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
-
-
-def as_model_sampling(model_sigmas) -> ModelSampling:
-    if isinstance(model_sigmas, ModelSampling):
-        return model_sigmas
-    if hasattr(model_sigmas, "sigmas") and not isinstance(model_sigmas, torch.Tensor):
-        return ModelSampling(model_sigmas.sigmas)
-    return ModelSampling(model_sigmas)
-
-
-def _normal(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
+def _normal(ms: ModelSamplingDiscrete, steps: int, sgm: bool = False) -> torch.Tensor:
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     append_zero = True
     if sgm:
@@ -79,13 +47,13 @@ def _normal(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     return torch.tensor(sigs + [0.0] * append_zero, dtype=torch.float32)
 
 
-def _simple(ms: ModelSampling, steps: int) -> torch.Tensor:
+def _simple(ms: ModelSamplingDiscrete, steps: int) -> torch.Tensor:
     stride = len(ms.sigmas) / steps
     sigs = [float(ms.sigmas[-(1 + int(x * stride))]) for x in range(steps)]
     return torch.tensor(sigs + [0.0], dtype=torch.float32)
 
 
-def _ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
+def _ddim_uniform(ms: ModelSamplingDiscrete, steps: int) -> torch.Tensor:
     # The count is not always steps + 1: the stride is an integer division of the table length.
     t = 1
     if math.isclose(float(ms.sigmas[t]), 0, abs_tol=1e-5):
@@ -99,7 +67,7 @@ def _ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
     return torch.tensor(sigs[::-1], dtype=torch.float32)
 
 
-def _karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
+def _karras(ms: ModelSamplingDiscrete, steps: int, rho: float = 7.0) -> torch.Tensor:
     ramp = torch.linspace(0, 1, steps)
     min_inv_rho = float(ms.sigma_min) ** (1 / rho)
     max_inv_rho = float(ms.sigma_max) ** (1 / rho)
@@ -107,12 +75,12 @@ def _karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def _exponential(ms: ModelSampling, steps: int) -> torch.Tensor:
+def _exponential(ms: ModelSamplingDiscrete, steps: int) -> torch.Tensor:
     sigmas = torch.linspace(math.log(float(ms.sigma_max)), math.log(float(ms.sigma_min)), steps).exp()
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def _beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+def _beta(ms: ModelSamplingDiscrete, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     from scipy import stats
 
     last_t = len(ms.sigmas) - 1
@@ -125,7 +93,7 @@ def _beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) 
     return torch.tensor(sigs + [0.0], dtype=torch.float32)
 
 
-def _linear_quadratic(ms: ModelSampling, steps: int, threshold: float = 0.025) -> torch.Tensor:
+def _linear_quadratic(ms: ModelSamplingDiscrete, steps: int, threshold: float = 0.025) -> torch.Tensor:
     if steps == 1:
         return torch.stack([ms.sigma_max, torch.zeros(())])
     lin = steps // 2
@@ -140,8 +108,13 @@ def _linear_quadratic(ms: ModelSampling, steps: int, threshold: float = 0.025) -
     return torch.tensor([1.0 - v for v in schedule], dtype=torch.float32) * ms.sigma_max
 
 
-def _kl_optimal(ms: ModelSampling, steps: int) -> torch.Tensor:
-    if steps == 1:  # the reference computes 0/0 here; the only sensible schedule is one jump
+def _kl_optimal(ms: ModelSamplingDiscrete, steps: int) -> torch.Tensor:
+    """``tan`` of a straight line in ``atan(sigma)`` from sigma_max to sigma_min, then 0.
+
+    Deliberate difference: with 1 step the reference divides 0 by 0 and returns ``[nan, 0]``;
+    we return the one sensible schedule, ``[sigma_max, 0]``.
+    """
+    if steps == 1:
         return torch.tensor([float(ms.sigma_max), 0.0])
     frac = torch.arange(steps, dtype=torch.float32) / (steps - 1)
     sigmas = torch.zeros(steps + 1)
@@ -178,7 +151,11 @@ def check_scheduler(scheduler) -> str:
 def calculate_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
     """The descending sigma schedule (usually ``steps + 1`` long, ending in 0) of a scheduler.
 
-    ``model_sigmas`` is a model's ascending discrete sigma table (or an object with ``.sigmas``).
+    ``model_sigmas`` is a model sampling (`model_sampling.ModelSamplingDiscrete`), a model (its
+    ``model_sampling``, else its ``sigmas``) or a bare ascending table. From SD1.5's model sampling
+    every scheduler gives the reference's float32 list bit for bit (``kl_optimal`` with 1 step
+    excepted, see `_kl_optimal`); a bare float32 table cannot, since the reference's log-sigmas
+    come from its float64 table, so ``normal`` and ``sgm_uniform`` may then move by a few ulps.
     """
     check_scheduler(scheduler)
     steps = check_steps(steps)

@@ -103,7 +103,9 @@ def test_uni_pc_two_sigma_slice_only_rescales(name, sigmas):
     s0, s1 = float(sigmas[0]), float(sigmas[1]) or 0.001
     torch.testing.assert_close(out, x * math.sqrt(1 + s1**2) / math.sqrt(1 + s0**2), rtol=1e-6, atol=0)
     assert model.calls == 1
-    assert torch.equal(seen[0]["denoised"], fixture_denoiser()(x, sigmas[0] * torch.ones(1)))
+    # the model sees x through the reference's VP round trip, x / sqrt(1 + s0^2) * (s0^2 + 1)^0.5
+    x_in = x / torch.sqrt(1.0 + sigmas[0] ** 2.0) * (sigmas[0] ** 2 + 1.0) ** 0.5
+    assert torch.equal(seen[0]["denoised"], fixture_denoiser()(x_in, sigmas[0] * torch.ones(1)))
 
 
 @pytest.mark.parametrize("name", ["uni_pc", "uni_pc_bh2"])

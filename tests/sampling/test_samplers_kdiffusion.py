@@ -9,7 +9,10 @@ Measured max |ours - k-diffusion| over all cases (torch 2.13 CPU), final x / rep
     every sampler: 0 / 0 (bit-identical), except euler_ancestral 9.3e-10 / 0: its step to 0
     gives x = D where k-diffusion computes x + d (0 - sigma). That covers euler, heun, dpm_2,
     dpm_2_ancestral, lms (all steps but the last to 0), dpm_fast, dpm_adaptive (same accepted and
-    rejected steps), dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde.
+    rejected steps), dpmpp_2s_ancestral, dpmpp_2m.
+    dpmpp_sde, dpmpp_2m_sde and dpmpp_3m_sde follow the reference's current float form (spec
+    §3.5.4 b, bit-identical to its fixtures), the same math as k-diffusion's rounded differently:
+    up to 1.8e-6 apart here (`SDE_TOL`).
 The reference's deliberate differences are checked against the oracle's pieces instead:
 ``lms`` and ``euler_ancestral`` end with ``x = denoised``; dpmpp_2m_sde / dpmpp_3m_sde on a
 1-step slice to 0 (k-diffusion raises UnboundLocalError there) give ``x = denoised`` too.
@@ -26,6 +29,7 @@ from tests.oracles import gaussian_denoiser, load_k_diffusion_sampling, mixture_
 
 KD = load_k_diffusion_sampling()
 TOL = 1e-6
+SDE_TOL = 5e-6  # the reference's float form of the SDE trio vs k-diffusion's (see above)
 # k-diffusion's dpmpp_sde queries the tree at exp(-(-log sigma)), a rounding outside its ends.
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")
 
@@ -118,15 +122,16 @@ def test_matches_k_diffusion(name, denoiser, schedule, part):
             before, _ = run_kdiffusion(name, model, x, sigmas[:-1])
             noise = make_noise(name, x, sigmas)
             assert max_diff(samplers.sample(model, x, sigmas[:-1], name, noise_sampler=noise),
-                            before) <= TOL
+                            before) <= (SDE_TOL if name.endswith("_sde") else TOL)
         assert torch.equal(out, seen[-1])
         return
     expected, expected_seen = run_kdiffusion(name, model, x, sigmas)
     if name == "euler_ancestral" and ends_at_zero:
         assert torch.equal(out, seen[-1])  # the reference's x = D; k-diffusion's Euler is ~equal
-    assert max_diff(out, expected) <= TOL
+    tol = SDE_TOL if name.endswith("_sde") else TOL
+    assert max_diff(out, expected) <= tol
     assert len(seen) == len(expected_seen)
-    assert all(max_diff(a, b) <= TOL for a, b in zip(seen, expected_seen))
+    assert all(max_diff(a, b) <= tol for a, b in zip(seen, expected_seen))
 
 
 @pytest.mark.parametrize("name", ("dpm_fast", "dpm_adaptive"))

@@ -2,6 +2,9 @@
 from .core import (SAMPLERS, SamplerDef, SamplerState, StepOut, ancestral_step, call_model,
                    get_sampler, register, sample, start, step, to_d)
 from . import adams, classic, dpm_solver, dpmpp, extra, unipc  # noqa: F401  (register samplers)
+from . import sde  # noqa: F401  (the stochastic DPM-Solver++ family and its _gpu twins)
+from . import er_sde  # noqa: F401
+from . import seeds  # noqa: F401
 from . import cfg_pp  # noqa: F401  (CFG++: euler, euler_ancestral, dpmpp_2s_ancestral, dpmpp_2m)
 from . import res_multistep  # noqa: F401
 from . import gradient_estimation  # noqa: F401

@@ -38,7 +38,7 @@ class SamplerDef:
     name: str
     step: Callable
     setup: Optional[Callable] = None  # (x, sigmas) -> initial memory
-    noise: Optional[str] = None  # None | "default" (seeded generator) | "brownian" (SDE)
+    noise: Optional[str] = None  # None | "default" (seeded generator) | "brownian" (SDE, CPU tree) | "brownian_gpu" (tree on x's device)
     nfe: str = "1"
     doc: str = ""
     inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
@@ -144,11 +144,11 @@ def check_sigmas(sigmas, name: str = "sigmas") -> torch.Tensor:
 def default_noise_sampler(sampler: SamplerDef, x, sigmas, seed):
     if sampler.noise == "default":
         return DefaultNoiseSampler(x, seed)
-    if sampler.noise == "brownian":
+    if sampler.noise in ("brownian", "brownian_gpu"):
         positive = sigmas[sigmas > 0]
         if len(positive) == 0:
             return None
-        return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed)
+        return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed, cpu=sampler.noise == "brownian")
     return None
 
 

@@ -1,6 +1,8 @@
 """Single-step samplers k-diffusion lacks: heunpp2, ddpm, lcm, and ddim (an alias of euler)."""
 from __future__ import annotations
 
+import torch
+
 from .classic import euler
 from .core import StepOut, call_model, register, to_d
 
@@ -33,17 +35,23 @@ def heunpp2(model, x, sigmas, i, memory, noise):
 
 @register("ddpm", noise="default")
 def ddpm(model, x, sigmas, i, memory, noise):
-    """Ancestral DDPM (Ho et al. 2020) in the variance-preserving frame, alpha_bar = 1 / (sigma^2 + 1)."""
+    """Ancestral DDPM (Ho et al. 2020) in the variance-preserving frame, alpha_bar = 1 / (sigma^2 + 1).
+
+    In the reference's float order (spec §3.5.4 d): x goes to the VP frame (``q``), the posterior
+    mean ``mu`` takes noise when sigma_next > 0 and is scaled back; on the step to 0 it stays ``mu``.
+    """
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
-    eps = to_d(x, sigma, denoised)
-    alpha_bar, alpha_bar_next = 1 / (sigma**2 + 1), 1 / (sigma_next**2 + 1)
+    q = x / torch.sqrt(1.0 + sigma**2.0)
+    eps = (x - denoised) / sigma
+    alpha_bar, alpha_bar_next = 1 / ((sigma * sigma) + 1), 1 / ((sigma_next * sigma_next) + 1)
     alpha = alpha_bar / alpha_bar_next
-    mu = (1 / alpha) ** 0.5 * (x * alpha_bar**0.5 - (1 - alpha) * eps / (1 - alpha_bar) ** 0.5)
-    if sigma_next == 0:
-        return StepOut(mu, denoised, memory)
-    mu = mu + ((1 - alpha) * (1 - alpha_bar_next) / (1 - alpha_bar)) ** 0.5 * noise(sigma, sigma_next)
-    return StepOut(mu / alpha_bar_next**0.5, denoised, memory)
+    mu = torch.sqrt(1.0 / alpha) * (q - ((1 - alpha) * eps) / torch.sqrt(1 - alpha_bar))
+    if sigma_next > 0:
+        mu = mu + torch.sqrt(((1 - alpha) * (1.0 - alpha_bar_next)) / (1.0 - alpha_bar)) * noise(sigma, sigma_next)
+    if sigma_next != 0:
+        mu = mu * torch.sqrt(1.0 + sigma_next**2.0)
+    return StepOut(mu, denoised, memory)
 
 
 @register("lcm", noise="default")

@@ -66,13 +66,28 @@ def _weighted(rhos, tensors):
     return sum(rho * t for rho, t in zip(rhos, tensors))
 
 
+def _order_zero(model, x, sigmas):
+    """A 2-sigma slice (spec §3.5.4 c): one evaluation, then only the VP scaling is undone.
+
+    In the reference's float order: ``q = x / sqrt(1 + s_0^2)``, the model sees
+    ``q * (s_0^2 + 1)^0.5``, and the output is ``q / alpha(t_1)`` with
+    ``alpha(t) = exp(0.5 log(1 / (t t + 1)))`` (a final 0 becomes 0.001; the reference writes that
+    into its caller's sigmas, we do not).
+    """
+    s_0, s_1 = sigmas[0], sigmas[1]
+    t_1 = torch.full_like(s_1, _FINAL_SIGMA) if s_1 == 0 else s_1
+    q = x / torch.sqrt(1.0 + s_0**2.0)
+    denoised = call_model(model, q * (s_0**2 + 1.0) ** 0.5, s_0)
+    alpha_1 = torch.exp(0.5 * torch.log(1 / ((t_1 * t_1) + 1)))
+    return StepOut(q / alpha_1, denoised, {})
+
+
 def _uni_pc_step(model, x, sigmas, i, memory, variant):
     ts, n = _times(sigmas), len(sigmas) - 1
-    models = memory.get("models") or (call_model(model, x, sigmas[0]),)  # newest last
     max_order = min(3, n - 1)
-    if max_order == 0:  # the reference never updates x here: it only undoes its VP scaling
-        s_0, s_1 = float(sigmas[0]), float(sigmas[1]) or _FINAL_SIGMA
-        return StepOut(x * math.sqrt(1 + s_1**2) / math.sqrt(1 + s_0**2), models[-1], memory)
+    if max_order == 0:
+        return _order_zero(model, x, sigmas)
+    models = memory.get("models") or (call_model(model, x, sigmas[0]),)  # newest last
     order = min(i + 1, max_order, n - i)  # warm-up, then lower_order_final
     t, t_next, d0 = ts[i], ts[i + 1], models[-1]
     h = math.log(t / t_next)  # lambda_next - lambda with lambda = -log(t)

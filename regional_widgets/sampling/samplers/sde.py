@@ -1,0 +1,129 @@
+"""Stochastic DPM-Solver++ (Lu et al. 2022, arXiv 2211.01095): dpmpp_sde, dpmpp_2m_sde(_heun), dpmpp_3m_sde.
+
+Written in the reference's current float form (spec §3.5.4 b): half-log-SNR ``lam = -log sigma``,
+``sigma = exp(-lam)``, and the factors ``alpha = sigma * exp(lam)`` that are 1 in exact arithmetic
+but not in float32 are kept, in the reference's order of operations, so outputs are bit-identical.
+Each ``_gpu`` name is the same rule with its Brownian tree on the latent's device (``noise="brownian_gpu"``,
+see `noise.BrownianTreeNoiseSampler`); on a CPU run the two are bit-identical.
+"""
+from __future__ import annotations
+
+import torch
+
+from .core import StepOut, ancestral_step, call_model, register
+
+
+def lam(sigma):
+    return sigma.log().neg()
+
+
+def sig(lam_):
+    return lam_.neg().exp()
+
+
+def dpmpp_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=1 / 2):
+    """DPM-Solver++ SDE, single step: an ancestral move to ``lam + r h``, then the whole step.
+
+    Two evaluations (one on the step to 0, which gives x = D) and two draws per step, both
+    from sigma_i: to the midpoint, then to sigma_{i+1}.
+    """
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, memory)
+    lam_s, lam_t = lam(sigma), lam(sigma_next)
+    h = lam_t - lam_s
+    lam_1 = lam_s + r * h
+    sigma_1 = sig(lam_1)
+    alpha_s, alpha_1, alpha_t = sigma * lam_s.exp(), sigma_1 * lam_1.exp(), sigma_next * lam_t.exp()
+    fac = 1 / (2 * r)
+    noisy = eta > 0 and s_noise > 0
+
+    sd, su = ancestral_step(lam_s.neg().exp(), lam_1.neg().exp(), eta)
+    h_ = lam(sd) - lam_s
+    x_2 = ((alpha_1 / alpha_s) * (-h_).exp()) * x - (alpha_1 * (-h_).expm1()) * denoised
+    if noisy:
+        x_2 = x_2 + ((alpha_1 * noise(sigma, sigma_1)) * s_noise) * su
+    denoised_2 = call_model(model, x_2, sigma_1)
+
+    sd, su = ancestral_step(lam_s.neg().exp(), lam_t.neg().exp(), eta)
+    h_ = lam(sd) - lam_s
+    denoised_d = (1 - fac) * denoised + fac * denoised_2
+    x = ((alpha_t / alpha_s) * (-h_).exp()) * x - (alpha_t * (-h_).expm1()) * denoised_d
+    if noisy:
+        x = x + ((alpha_t * noise(sigma, sigma_next)) * s_noise) * su
+    return StepOut(x, denoised, memory)
+
+
+def _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise):
+    if eta > 0 and s_noise > 0:
+        x = x + ((noise(sigma, sigma_next) * sigma_next) * (-2 * h * eta).expm1().neg().sqrt()) * s_noise
+    return x
+
+
+def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solver_type="midpoint"):
+    """DPM-Solver++(2M) SDE: history ``old_denoised``, ``h_last``; the step to 0 gives x = D."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, {"old_denoised": denoised, "h_last": memory.get("h_last")})
+    lam_s, lam_t = lam(sigma), lam(sigma_next)
+    h = lam_t - lam_s
+    h_eta = h * (eta + 1)
+    alpha_t = sigma_next * lam_t.exp()
+    x = ((sigma_next / sigma) * (-h * eta).exp()) * x + (alpha_t * (-h_eta).expm1().neg()) * denoised
+    old_denoised = memory.get("old_denoised")
+    if old_denoised is not None:
+        r = memory["h_last"] / h
+        if solver_type == "heun":
+            coef = alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1)
+        else:
+            coef = (0.5 * alpha_t) * (-h_eta).expm1().neg()
+        x = x + (coef * (1 / r)) * (denoised - old_denoised)
+    x = _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise)
+    return StepOut(x, denoised, {"old_denoised": denoised, "h_last": h})
+
+
+def dpmpp_2m_sde_heun(model, x, sigmas, i, memory, noise):
+    """`dpmpp_2m_sde` with the Heun correction ``(expm1(-h_eta) / -h_eta + 1)`` for the history term."""
+    return dpmpp_2m_sde(model, x, sigmas, i, memory, noise, solver_type="heun")
+
+
+def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
+    """DPM-Solver++(3M) SDE from the last two D's and step sizes; the step to 0 gives x = D."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    denoised_1, denoised_2 = memory.get("denoised_1"), memory.get("denoised_2")
+    h_1, h_2 = memory.get("h_1"), memory.get("h_2")
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, {"denoised_1": denoised, "denoised_2": denoised_1,
+                                            "h_1": h_1, "h_2": h_1})
+    lam_s, lam_t = lam(sigma), lam(sigma_next)
+    h = lam_t - lam_s
+    h_eta = h * (eta + 1)
+    alpha_t = sigma_next * lam_t.exp()
+    x = ((sigma_next / sigma) * (-h * eta).exp()) * x + (alpha_t * (-h_eta).expm1().neg()) * denoised
+    if h_2 is not None:
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - denoised_1) / r0
+        d1_1 = (denoised_1 - denoised_2) / r1
+        d1 = d1_0 + ((d1_0 - d1_1) * r0) / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_2 = (-h_eta).expm1() / h_eta + 1
+        phi_3 = phi_2 / h_eta - 0.5
+        x = (x + (alpha_t * phi_2) * d1) - (alpha_t * phi_3) * d2
+    elif h_1 is not None:
+        r = h_1 / h
+        d = (denoised - denoised_1) / r
+        phi_2 = (-h_eta).expm1() / h_eta + 1
+        x = x + (alpha_t * phi_2) * d
+    x = _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise)
+    return StepOut(x, denoised, {"denoised_1": denoised, "denoised_2": denoised_1, "h_1": h, "h_2": h_1})
+
+
+_TWO_NFE = "2 (1 on the step to sigma 0)"
+for _suffix, _tree in (("", "brownian"), ("_gpu", "brownian_gpu")):
+    register("dpmpp_sde" + _suffix, noise=_tree, nfe=_TWO_NFE)(dpmpp_sde)
+    register("dpmpp_2m_sde" + _suffix, noise=_tree)(dpmpp_2m_sde)
+    register("dpmpp_2m_sde_heun" + _suffix, noise=_tree)(dpmpp_2m_sde_heun)
+    register("dpmpp_3m_sde" + _suffix, noise=_tree)(dpmpp_3m_sde)
