@@ -1,4 +1,4 @@
-"""Static matplotlib figures of a session, for notebooks, papers and the headless demo."""
+"""Matplotlib figures and animations of a session, for notebooks, papers, the CLI and the headless demo."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +44,7 @@ def schedule(session, ax=None):
 
 def palette(n: int) -> np.ndarray:
     """RGB in [0, 1] of the base (row 0) and regions 1..n-1: the widgets' colours."""
-    from .widgets.palette import region_color
+    from .colors import region_color
 
     return np.array([region_color(j) for j in range(n)], dtype=np.float64) / 255.0
 
@@ -136,3 +136,109 @@ def step_strip(session, every: int = 1):
     fig.suptitle(f"{session.node}: per-step x0 prediction", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- animations -------------------------------------------------------------------------------
+
+PANELS = {
+    "latent": "latent (decoded)",
+    "x0": "x0 prediction",
+    "sigma_map": "effective σ",
+    "times_map": "calls this step",
+    "masks": "masks (latent)",
+}
+
+
+def _panel_frame(session, panel: str) -> np.ndarray:
+    if panel == "latent":
+        return _rgb(session.model, session.latent)
+    if panel == "x0":
+        denoised = session.denoised if session.denoised is not None else session.latent
+        return _rgb(session.model, denoised)
+    if panel == "sigma_map":
+        return session.sigma_map.numpy().astype(np.float64)
+    if panel == "times_map":
+        return session.times_map.numpy().astype(np.float64)
+    return mask_overlay([m.numpy() for m in session.masks])
+
+
+def animate(session, panels=("latent", "x0", "sigma_map"), fps: float = 4, every: int = 1, dpi: int = 80):
+    """Run ``session`` from its start one regional step at a time and animate the chosen panels,
+    one frame per step shown (every ``every``-th step and the last). Returns a matplotlib
+    ``FuncAnimation`` with ``.steps`` (the step index of each frame) and ``.fps``; save it with
+    `save_animation` (GIF through Pillow, MP4 through ffmpeg). Leaves the session at the end of the run.
+
+    Panels: ``"latent"`` (the decoded latent), ``"x0"`` (the decoded x0 prediction), ``"sigma_map"``
+    (the effective noise level per latent pixel), ``"times_map"`` and ``"masks"``.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+
+    panels = tuple(panels)
+    unknown = [p for p in panels if p not in PANELS]
+    if unknown or not panels:
+        raise ValueError(f"panels: expected some of {', '.join(PANELS)}, got {list(panels)}")
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"every: expected an integer >= 1, got {every!r}")
+    if not fps > 0:
+        raise ValueError(f"fps: expected a positive number, got {fps!r}")
+    session.reset()
+    frames = []  # (step, sigma_next, {panel: array})
+    while not session.done:
+        session.step()
+        if session.step_index % every == 0 or session.done:
+            frames.append((session.step_index, session.sigma_next,
+                           {p: _panel_frame(session, p) for p in panels}))
+    if not frames:
+        raise ValueError("the session has no steps to animate")
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), squeeze=False, dpi=dpi)
+    images, titles = [], []
+    for ax, p in zip(axes[0], panels):
+        first = frames[0][2][p]
+        cmap = ("viridis" if p == "sigma_map" else "magma") if first.ndim == 2 else None
+        images.append(ax.imshow(first, cmap=cmap, interpolation="nearest"))
+        titles.append(ax.set_title(PANELS[p], fontsize=8))
+        ax.axis("off")
+    title = fig.suptitle("", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+
+    def draw(k):
+        step, sigma, data = frames[k]
+        for image, text, p in zip(images, titles, panels):
+            image.set_data(data[p])
+            if data[p].ndim == 2:  # scaled per frame (sigma falls ~500x over a run): the range in the title
+                top = float(np.nanmax(data[p]))
+                image.set_clim(0, top or 1.0)
+                text.set_text(f"{PANELS[p]}: 0 to {top:.3g}")
+        sigma_text = f", σ → {sigma:.3g}" if sigma is not None else ""
+        title.set_text(f"{session.node}: step {step}/{session.num_steps}{sigma_text}")
+        return images + titles + [title]
+
+    draw(0)
+    anim = FuncAnimation(fig, draw, frames=len(frames), interval=1000 / fps, blit=False, repeat=True)
+    anim.steps = [step for step, _, _ in frames]
+    anim.fps = fps
+    plt.close(fig)  # shown through the animation (``anim.to_jshtml()``) or saved, not as a still
+    return anim
+
+
+def save_animation(anim, path, fps=None, dpi=None) -> str:
+    """Write ``anim`` to ``path``: ``.gif`` with Pillow, ``.mp4`` with ffmpeg (when it is installed)."""
+    from pathlib import Path
+
+    from matplotlib.animation import FFMpegWriter, PillowWriter
+
+    path = Path(path)
+    fps = fps or getattr(anim, "fps", 4)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        writer = PillowWriter(fps=fps)
+    elif suffix == ".mp4":
+        if not FFMpegWriter.isAvailable():
+            raise RuntimeError(f"{path}: writing MP4 needs ffmpeg on PATH; write a .gif instead")
+        writer = FFMpegWriter(fps=fps)
+    else:
+        raise ValueError(f"{path}: expected a .gif or .mp4 file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    anim.save(str(path), writer=writer, dpi=dpi)
+    return str(path)
