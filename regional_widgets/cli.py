@@ -1,0 +1,349 @@
+"""``python -m regional_widgets``: run a saved session or a ComfyUI workflow, list what is there, a demo.
+
+    python -m regional_widgets run SOURCE --out result.png [--model toyworld|PATH] [--steps-gif steps.gif]
+                                   [--strip strip.png] [--json] [--no-progress]
+    python -m regional_widgets info [--json]
+    python -m regional_widgets demo [--out out/demo.png]
+
+SOURCE is a session folder (``session.save(folder)``) or a ComfyUI API-format workflow (``.json``,
+``session.to_comfy``). Bad input exits with status 2 and one line on stderr, as argparse does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PROG = "python -m regional_widgets"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's messages on one line (``prog: error: ...``), exit status 2, no usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---- run ------------------------------------------------------------------------------------------
+
+def _check_outputs(args) -> None:
+    """Fail before any work on output names the run could not write."""
+    if Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {args.out}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
+    if args.strip and Path(args.strip).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--strip {args.strip}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
+    if args.steps_gif:
+        suffix = Path(args.steps_gif).suffix.lower()
+        if suffix not in (".gif", ".mp4"):
+            raise UsageError(f"--steps-gif {args.steps_gif}: expected a .gif or .mp4 file name")
+        if suffix == ".mp4":
+            from matplotlib.animation import FFMpegWriter
+
+            if not FFMpegWriter.isAvailable():
+                raise UsageError(f"--steps-gif {args.steps_gif}: MP4 needs ffmpeg on PATH; write a .gif instead")
+    for name in ("out", "strip", "steps_gif"):
+        value = getattr(args, name)
+        if value and Path(value).is_dir():
+            raise UsageError(f"--{name.replace('_', '-')} {value}: is a folder, expected a file name")
+
+
+def _source_kind(source: Path) -> str:
+    if not source.exists():
+        raise UsageError(f"{source}: no such file or folder")
+    if source.is_dir():
+        if not (source / "session.json").is_file():
+            raise UsageError(f"{source}: not a session folder (no session.json inside)")
+        return "session"
+    suffix = source.suffix.lower()
+    if suffix == ".json":
+        return "comfy"
+    if suffix == ".png":
+        raise UsageError(f"{source}: ComfyUI PNG workflows are not read yet (they come with the ComfyUI "
+                         "doorway); export the workflow in API format (.json) and run that")
+    raise UsageError(f"{source}: expected a session folder or a ComfyUI API-format workflow (.json)")
+
+
+def _saved_model_name(source: Path, kind: str):
+    """The model a saved session names (``"model"`` in session.json), if any."""
+    if kind != "session":
+        return None
+    try:
+        doc = json.loads((source / "session.json").read_text())
+    except (OSError, ValueError):
+        return None  # load() reports the damage with its own message
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if isinstance(model, dict):
+        model = model.get("path") or model.get("name")
+    return model if isinstance(model, str) and model else None
+
+
+def load_model(spec: str):
+    """``toyworld`` (the built-in model) or the path of a diffusers folder on disk."""
+    import regional_widgets as rw
+
+    if spec.lower() in ("toyworld", "toy", "builtin"):
+        return rw.models.ToyWorld()
+    path = Path(spec)
+    if not path.is_dir():
+        raise UsageError(f"--model {spec}: expected 'toyworld' or the path of a diffusers folder")
+    try:
+        model_class = rw.models.DiffusersModel
+    except ImportError as err:
+        raise UsageError(f"--model {spec}: a diffusers folder needs the diffusers extra "
+                         f"(pip install 'regional-widgets[diffusers]'): {err}") from None
+    try:
+        return model_class.from_pretrained(path)
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        raise UsageError(f"--model {spec}: cannot load the diffusers folder: {_one_line(err)}") from None
+
+
+def _one_line(err) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) < 400 else text[:397] + "..."
+
+
+def _load_session(source: Path, kind: str, model):
+    from .io.comfy import ComfyWorkflowError
+    from .io.session_files import SessionFileError
+    from .session import ParameterError, RegionalSamplerSession
+
+    try:
+        if kind == "session":
+            return RegionalSamplerSession.load(source, model)
+        return RegionalSamplerSession.from_comfy(source, model)
+    except (SessionFileError, ComfyWorkflowError, ParameterError) as err:
+        raise UsageError(f"{source}: {_one_line(err)}") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{source}: cannot be read ({type(err).__name__}: {_one_line(err)})") from None
+
+
+def _save_image(model, latent, out: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rgb = model.decode(latent).clamp(0, 1).cpu().numpy()  # [B, H, W, 3]
+    tiled = np.concatenate(list(rgb), axis=1)  # a batch side by side
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((tiled * 255).round().astype(np.uint8)).save(out)
+
+
+def _run_with_progress(session, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=len(session.ops), initial=session.cursor, desc=session.node, unit="call",
+              file=sys.stderr, disable=not progress, leave=False) as bar:
+        while not session.done:
+            session.substep()
+            bar.update(1)
+
+
+def cmd_run(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import regional_widgets as rw
+
+    source = Path(args.source)
+    kind = _source_kind(source)
+    _check_outputs(args)
+    timings = {}
+    t0 = time.perf_counter()
+    model_spec = args.model or _saved_model_name(source, kind) or "toyworld"
+    model = load_model(model_spec)
+    session = _load_session(source, kind, model)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _run_with_progress(session, progress=not args.no_progress)
+    timings["run_s"] = time.perf_counter() - t0
+    out = Path(args.out)
+    _save_image(model, session.result, out)
+    written = {"out": str(out)}
+
+    if args.steps_gif:  # replays the run from its start, one regional step at a time (deterministic)
+        t0 = time.perf_counter()
+        anim = rw.plot.animate(session, fps=args.fps)
+        written["steps_gif"] = rw.plot.save_animation(anim, args.steps_gif)
+        timings["steps_gif_s"] = time.perf_counter() - t0
+    if args.strip:
+        t0 = time.perf_counter()
+        fig = rw.plot.step_strip(session, every=max(1, session.num_steps // 10))
+        Path(args.strip).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.strip, dpi=110)
+        written["strip"] = str(args.strip)
+        timings["strip_s"] = time.perf_counter() - t0
+
+    ratios, ratio_note = None, None
+    if args.json:
+        has_exemplars = hasattr(model.encode(""), "exemplars")
+        if not session.regions:
+            ratio_note = "no regions"
+        elif not has_exemplars:
+            ratio_note = "the model has no exemplars (detail ratios need ToyWorld)"
+        else:
+            t0 = time.perf_counter()
+            try:
+                ratios = [float(f"{r:.4g}") for r in rw.detail_ratios(session)]
+            except ValueError as err:  # e.g. a region too small to measure
+                ratio_note = str(err)
+            timings["detail_ratios_s"] = time.perf_counter() - t0
+    if args.json:
+        summary = {
+            "status": "done" if session.done else "stopped",
+            "session_status": session.status,
+            "source": str(source), "source_kind": kind, "model": model_spec,
+            "node": session.node, "mode": session.mode, "steps": session.num_steps,
+            "regions": len(session.regions), "written": written,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "detail_ratios": ratios,
+        }
+        if ratio_note:
+            summary["detail_ratios_note"] = ratio_note
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {', '.join(written.values())} ({session.status}; {timings['run_s']:.1f} s)")
+    return 0
+
+
+# ---- info ----------------------------------------------------------------------------------------
+
+def info() -> dict:
+    import platform
+    from importlib import metadata
+
+    import regional_widgets as rw
+    from .sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+
+    versions = {"regional_widgets": rw.__version__, "python": platform.python_version()}
+    for dist in ("torch", "numpy", "ipywidgets", "ipycanvas", "matplotlib", "diffusers", "transformers",
+                 "jupyterlab", "voila"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "samplers": list(SAMPLER_NAMES),
+        "schedulers": list(SCHEDULER_NAMES),
+        "models": {
+            "toyworld": "built in: a closed-form offline model (no weights)",
+            "PATH": "a diffusers folder on disk (SD1.5, SD2, SDXL, SD3, Flux); needs the diffusers extra"
+                    + ("" if versions["diffusers"] else " (not installed)"),
+        },
+        "versions": versions,
+    }
+
+
+def cmd_info(args) -> int:
+    data = info()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"samplers ({len(data['samplers'])}): {' '.join(data['samplers'])}")
+    print(f"schedulers ({len(data['schedulers'])}): {' '.join(data['schedulers'])}")
+    print("models:")
+    for name, text in data["models"].items():
+        print(f"  {name:9s} {text}")
+    print("versions: " + ", ".join(f"{k} {v or '-'}" for k, v in data["versions"].items()))
+    return 0
+
+
+# ---- demo -----------------------------------------------------------------------------------------
+
+def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
+    """A regional scene on the built-in model: the per-step strip and the schedules as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    import regional_widgets as rw
+
+    model = rw.models.ToyWorld()
+    latent = rw.empty_latent(model, 64, 64)
+    ground = np.zeros((64, 64), np.float32)
+    ground[40:] = 1
+    wall = np.zeros((64, 64), np.float32)
+    wall[16:48, 8:28] = 1
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass")),
+               rw.Region(wall, rw.SamplerConfig(sampler="heun", scheduler="karras", cfg=2.0, positive="brick"))]
+    session = rw.RegionalSamplerSession.regional_sampler(model, latent, base=base, regions=regions, seed=seed,
+                                                         steps=steps)
+    fig = rw.plot.step_strip(session, every=max(1, steps // 10))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    sched = rw.plot.schedule(session)
+    sched_path = out.with_name(out.stem + "_schedules.png")
+    sched.savefig(sched_path, dpi=dpi)
+    print(f"wrote {out} and {sched_path}: {session.status}")
+
+
+def cmd_demo(args) -> int:
+    if args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: expected at least 1")
+    if args.out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {args.out}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
+    demo(args.out, args.steps, args.seed, args.dpi)
+    return 0
+
+
+# ---- entry point ----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Regional diffusion sampling (Impact Pack's RegionalSampler), step by step.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run,info,demo}")
+
+    r = sub.add_parser("run", help="run a saved session folder or a ComfyUI API-format workflow to an image",
+                       description="Run SOURCE (a session folder or a ComfyUI API-format workflow .json) to the "
+                                   "end and write the result.")
+    r.add_argument("source", metavar="SOURCE", help="a session folder (session.save) or a ComfyUI workflow .json")
+    r.add_argument("--out", required=True, help="the result image (PNG)")
+    r.add_argument("--model", default=None,
+                   help="'toyworld' or a diffusers folder (default: the model a saved session names, else toyworld)")
+    r.add_argument("--steps-gif", default=None, metavar="PATH", help="an animation of the run (.gif, or .mp4 with ffmpeg)")
+    r.add_argument("--fps", type=float, default=4, help="frames per second of --steps-gif (default 4)")
+    r.add_argument("--strip", default=None, metavar="PATH", help="the x0 prediction per step as one PNG")
+    r.add_argument("--json", action="store_true", help="print a JSON summary (status, timings, detail ratios)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="list samplers, schedulers, models and versions")
+    i.add_argument("--json", action="store_true", help="as JSON")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="render a regional scene on the built-in model to a PNG")
+    d.add_argument("--out", type=Path, default=Path("out/demo.png"))
+    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--dpi", type=int, default=110)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("regional-widgets")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130

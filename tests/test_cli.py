@@ -1,0 +1,165 @@
+"""``python -m regional_widgets`` as a shell user meets it: every command and its error paths, in subprocesses."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import regional_widgets as rw
+
+ROOT = Path(__file__).parents[1]
+STEPS = 6
+
+
+def cli(*args, cwd, timeout=300):
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "regional_widgets", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_session(model):
+    ground = np.zeros((64, 64), np.float32)
+    ground[40:] = 1
+    wall = np.zeros((64, 64), np.float32)
+    wall[12:44, 8:28] = 1
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass")),
+               rw.Region(wall, rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="brick"))]
+    return rw.RegionalSamplerSession(model, rw.empty_latent(model, 64, 64), base=base, regions=regions, steps=STEPS)
+
+
+def expected_png(model, session) -> np.ndarray:
+    rgb = model.decode(session.run())[0].clamp(0, 1).numpy()
+    return (rgb * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A session folder saved after one step, and the same session as a ComfyUI API workflow."""
+    folder = tmp_path_factory.mktemp("sources")
+    model = rw.models.ToyWorld()
+    session = make_session(model)
+    session.step()  # saved mid-run: `run` continues from here
+    session.save(folder / "session")
+    session.to_comfy(folder / "workflow.json")
+    return {"folder": folder, "session": folder / "session", "workflow": folder / "workflow.json",
+            "expected": expected_png(model, session)}
+
+
+def assert_usage_error(result, *words):
+    """Exit status 2, exactly one line on stderr naming the problem, no traceback, nothing on stdout."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("python -m regional_widgets"), lines[0]
+    assert "error:" in lines[0] and "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert result.stdout == ""
+
+
+def test_run_a_saved_session_with_every_output(sources, tmp_path):
+    result = cli("run", sources["session"], "--out", "out/result.png", "--steps-gif", "steps.gif",
+                 "--strip", "strip.png", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # stdout is the JSON alone; the progress bar went to stderr
+    assert "RegionalSamplerAdvanced" in result.stderr and "call" in result.stderr
+    assert summary["status"] == "done" and summary["source_kind"] == "session" and summary["model"] == "toyworld"
+    assert summary["steps"] == STEPS and summary["regions"] == 2 and summary["node"] == "RegionalSamplerAdvanced"
+    assert set(summary["timings"]) >= {"load_s", "run_s", "steps_gif_s", "strip_s", "detail_ratios_s"}
+    assert all(v >= 0 for v in summary["timings"].values())
+    ratios = summary["detail_ratios"]
+    assert len(ratios) == 2 and all(isinstance(r, float) and r > 0 for r in ratios)
+    # the result is exactly the continued run of the saved session
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "result.png").convert("RGB")),
+                                  sources["expected"])
+    with Image.open(tmp_path / "steps.gif") as gif:
+        assert gif.n_frames == STEPS
+    with Image.open(tmp_path / "strip.png") as strip:
+        assert strip.width > 300
+    assert summary["written"] == {"out": "out/result.png", "steps_gif": "steps.gif", "strip": "strip.png"}
+
+
+def test_run_a_comfy_workflow(sources, tmp_path):
+    result = cli("run", sources["workflow"], "--out", "r.png", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # --no-progress: nothing on stderr
+    assert result.stdout.startswith("wrote r.png") and "done" in result.stdout
+    # a workflow carries the settings, not the mid-run state: a fresh run of the same session
+    model = rw.models.ToyWorld()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png").convert("RGB")),
+                                  expected_png(model, make_session(model)))
+
+
+def test_info_text_and_json(tmp_path):
+    text = cli("info", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "samplers (" in text.stdout and "dpmpp_2m" in text.stdout and "karras" in text.stdout
+    assert "toyworld" in text.stdout and f"regional_widgets {rw.__version__}" in text.stdout
+    data = json.loads(cli("info", "--json", cwd=tmp_path).stdout)
+    assert "euler" in data["samplers"] and "karras" in data["schedulers"]
+    assert set(data["models"]) == {"toyworld", "PATH"}
+    assert data["versions"]["regional_widgets"] == rw.__version__ and data["versions"]["torch"]
+
+
+def test_demo_writes_its_pngs(tmp_path):
+    result = cli("demo", "--out", "d/demo.png", "--steps", "4", "--dpi", "50", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "demo.png").stat().st_size > 1000
+    assert (tmp_path / "d" / "demo_schedules.png").stat().st_size > 1000
+
+
+def test_version_and_help(tmp_path):
+    version = cli("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("python -m regional_widgets ")
+    helped = cli("run", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "--steps-gif" in helped.stdout and "SOURCE" in helped.stdout
+
+
+def damaged_session(folder: Path) -> Path:
+    bad = folder / "damaged"
+    bad.mkdir()
+    (bad / "session.json").write_text("{ not json")
+    return bad
+
+
+ERRORS = {
+    # name: (arguments, words the one line must contain); {s} = the saved session, {w} = the workflow
+    "missing source": (["run", "nope", "--out", "x.png"], ["nope", "no such file"]),
+    "a PNG workflow": (["run", "{png}", "--out", "x.png"], ["ComfyUI PNG", "doorway", ".json"]),
+    "a folder without session.json": (["run", "{empty}", "--out", "x.png"], ["not a session folder"]),
+    "a damaged session": (["run", "{damaged}", "--out", "x.png"], ["session.json", "JSON"]),
+    "a JSON that is no workflow": (["run", "{notwf}", "--out", "x.png"], ["notwf.json"]),
+    "an unknown source type": (["run", "{txt}", "--out", "x.png"], ["session folder or a ComfyUI"]),
+    "--out not an image": (["run", "{s}", "--out", "x.txt"], ["--out x.txt", "image file"]),
+    "--out a folder": (["run", "{s}", "--out", "{folder_png}"], ["is a folder"]),
+    "--steps-gif not a gif": (["run", "{s}", "--out", "x.png", "--steps-gif", "x.png"], ["--steps-gif", ".gif"]),
+    "--model a missing path": (["run", "{s}", "--out", "x.png", "--model", "no/such/model"], ["--model", "diffusers"]),
+    "--model not a diffusers folder": (["run", "{s}", "--out", "x.png", "--model", "{empty}"], ["--model", "missing"]),
+    "no --out": (["run", "{s}"], ["--out"]),
+    "an unknown option": (["run", "{s}", "--out", "x.png", "--bogus"], ["--bogus"]),
+    "an unknown command": (["bogus"], ["bogus"]),
+    "no command": ([], ["required"]),
+    "demo with 0 steps": (["demo", "--steps", "0"], ["--steps"]),
+    "demo with a non-integer": (["demo", "--steps", "many"], ["--steps", "many"]),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
+def test_bad_input_exits_2_with_one_line(case, sources, tmp_path):
+    args, words = ERRORS[case]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "wf.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "notwf.json").write_text('{"1": {"class_type": "KSampler", "inputs": {}}}')
+    (tmp_path / "wf.txt").write_text("hello")
+    names = {"s": sources["session"], "w": sources["workflow"], "png": "wf.png", "empty": empty,
+             "damaged": damaged_session(tmp_path), "notwf": "notwf.json", "txt": "wf.txt", "folder_png": "folder.png"}
+    args = [a.format(**names) for a in args]
+    assert_usage_error(cli(*args, cwd=tmp_path), *words)
+    assert not (tmp_path / "x.png").exists()
