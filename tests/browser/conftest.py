@@ -5,8 +5,9 @@ being this virtual environment's Python importing ``regional_widgets`` from this
 
 * ``lab_server`` (session): ``python -m jupyterlab`` in its own process group, a free port, a random
   token, temporary root/workspaces/config/runtime folders and a kernelspec of our own.
-* ``lab_browser`` (session): Chromium from ``shutil.which("chromium")`` (never ``playwright
-  install``); a missing Chromium is a test *failure* that says how to install it.
+* ``lab_browser`` (package): a Chromium found by `chromium_executable` ($RW_CHROMIUM, Playwright's own,
+  a system one, else ``python -m playwright install chromium`` unless $RW_NO_BROWSER_INSTALL); no
+  browser is a test *failure* that says what was tried and how to install one.
 * ``lab_page`` (function): a fresh 1280x900 browser context and page.
 * ``Lab`` helpers: open a notebook, run all cells, wait for the kernel, and run code in the
   notebook's own kernel through a second Jupyter client (shell channel only, no DOM scraping).
@@ -49,17 +50,101 @@ SERVER_START_TIMEOUT = 90  # s; JupyterLab on 2 busy cores starts in ~5-10 s
 DEFAULT_TIMEOUT = 60  # s; per wait in the page and in the kernel
 
 
-def chromium_executable() -> str:
-    """Debian's Chromium, or ``$RW_CHROMIUM``; fails (does not skip) when there is none."""
-    path = os.environ.get("RW_CHROMIUM") or shutil.which("chromium")
-    if not path:
-        pytest.fail(
-            "Chromium is needed for the browser tests (tests/browser) and was not found on PATH.\n"
-            "Install Debian's package:  sudo apt-get install -y chromium   (as root: apt-get install -y chromium)\n"
-            "or point RW_CHROMIUM at a Chromium binary. Do not run `playwright install`.",
-            pytrace=False,
-        )
-    return path
+# ---- finding a browser -------------------------------------------------------------------------
+# In this order: $RW_CHROMIUM, Playwright's own Chromium, a system Chromium/Chrome on PATH; when none
+# is there, `python -m playwright install chromium` (a user's machine with network; no root needed),
+# unless $RW_NO_BROWSER_INSTALL is set (CI and these machines: Debian's package, see .ci/run).
+SYSTEM_BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+INSTALL_TIMEOUT = 600  # s; Playwright's Chromium is ~150 MB
+APT_HINT = ("Install Debian's package:  sudo apt-get install -y chromium   (as root: apt-get install -y chromium),\n"
+            "or Playwright's browser:  python -m playwright install chromium,\n"
+            "or point RW_CHROMIUM at a Chromium binary.")
+
+
+class BrowserNotFound(RuntimeError):
+    pass
+
+
+def _executable(path) -> bool:
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def playwright_chromium_path() -> str | None:
+    """Where Playwright keeps (or would keep) its own Chromium, from Playwright itself."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        return pw.chromium.executable_path
+
+
+def find_chromium(env=None, playwright_path=playwright_chromium_path) -> tuple[str | None, str, list[str]]:
+    """``(path, where, tried)``: the first browser in the order above, ``(None, "", tried)`` when none.
+
+    ``playwright_path`` is a callable (Playwright's answer); ``tried`` says why each place was passed over.
+    """
+    env = os.environ if env is None else env
+    tried = []
+    explicit = env.get("RW_CHROMIUM")
+    if explicit:
+        if _executable(explicit):
+            return explicit, "RW_CHROMIUM", tried
+        # asked for by name: a wrong path is an error, not a reason to pick another browser
+        raise BrowserNotFound(f"RW_CHROMIUM={explicit} is not an executable file")
+    tried.append("RW_CHROMIUM: not set")
+    try:
+        own = playwright_path()
+    except Exception as err:  # no Playwright driver: say so and go on
+        own, why = None, f"cannot ask Playwright ({type(err).__name__}: {err})"
+    else:
+        why = f"not installed (expected {own})" if own else "no path given"
+    if _executable(own):
+        return own, "playwright", tried
+    tried.append(f"Playwright's Chromium: {why}")
+    for name in SYSTEM_BROWSERS:
+        path = shutil.which(name, path=env.get("PATH", os.defpath))
+        if path:
+            return path, f"PATH ({name})", tried
+    tried.append(f"system browsers: none of {', '.join(SYSTEM_BROWSERS)} on PATH")
+    return None, "", tried
+
+
+def install_playwright_chromium(timeout: float = INSTALL_TIMEOUT, run=subprocess.run) -> str | None:
+    """``python -m playwright install chromium``; None when it worked, else the exact reason it did not."""
+    cmd = [sys.executable, "-m", "playwright", "install", "chromium"]
+    try:
+        done = run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"`{' '.join(cmd[1:])}` did not finish in {timeout:.0f} s"
+    except OSError as err:
+        return f"`{' '.join(cmd[1:])}` could not start: {err}"
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr or done.stdout or "").splitlines() if ln.strip()]
+        detail = " | ".join(lines[-3:]) or "no output"
+        return f"`{' '.join(cmd[1:])}` exited with status {done.returncode}: {detail}"
+    return None
+
+
+def chromium_executable(env=None, playwright_path=playwright_chromium_path, install=install_playwright_chromium) -> str:
+    """A Chromium for the browser tests, found or installed; fails (does not skip) with the reasons."""
+    env = os.environ if env is None else env
+    try:
+        path, _, tried = find_chromium(env, playwright_path)
+    except BrowserNotFound as err:
+        pytest.fail(f"No Chromium for the browser tests (tests/browser): {err}.\n{APT_HINT}", pytrace=False)
+    if path:
+        return path
+    if env.get("RW_NO_BROWSER_INSTALL"):
+        tried.append("python -m playwright install chromium: not tried (RW_NO_BROWSER_INSTALL is set)")
+    else:
+        reason = install()
+        if reason is None:
+            path, _, more = find_chromium(env, playwright_path)
+            if path:
+                return path
+            reason = "it reported success, yet " + next(t for t in more if t.startswith("Playwright"))
+        tried.append(f"python -m playwright install chromium: {reason}")
+    pytest.fail("No Chromium for the browser tests (tests/browser) was found:\n  - " + "\n  - ".join(tried)
+                + "\n" + APT_HINT, pytrace=False)
 
 
 def _free_port() -> int:
