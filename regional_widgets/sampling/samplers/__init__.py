@@ -8,6 +8,7 @@ from . import seeds  # noqa: F401
 from . import cfg_pp  # noqa: F401  (CFG++: euler, euler_ancestral, dpmpp_2s_ancestral, dpmpp_2m)
 from . import res_multistep  # noqa: F401
 from . import gradient_estimation  # noqa: F401
+from . import sa_solver  # noqa: F401
 
 # The reference's order (ComfyUI's KSAMPLER_NAMES, then ddim and the UniPC pair): all 42.
 _ORDER = (

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, NamedTuple, Optional
 
 import torch
 
+from ..model_sampling import as_model_sampling, sd15_model_sampling
 from ..noise import BrownianTreeNoiseSampler, DefaultNoiseSampler, check_seed, clone_noise_sampler
 
 
@@ -43,6 +44,7 @@ class SamplerDef:
     doc: str = ""
     inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
     uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
+    model_sampling: bool = False  # setup(x, sigmas, model_sampling): needs the model's sampling (sa_solver)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,11 @@ class SamplerState:
 SAMPLERS: dict[str, SamplerDef] = {}
 
 
-def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False, uncond=False):
+def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False, uncond=False,
+             model_sampling=False):
     def wrap(fn):
-        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random, uncond)
+        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random, uncond,
+                                    model_sampling)
         return fn
     return wrap
 
@@ -152,8 +156,14 @@ def default_noise_sampler(sampler: SamplerDef, x, sigmas, seed):
     return None
 
 
-def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler=None) -> SamplerState:
-    """The state before the first step of ``sampler`` over ``sigmas`` (x already at sigmas[0])."""
+def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler=None,
+          model_sampling=None) -> SamplerState:
+    """The state before the first step of ``sampler`` over ``sigmas`` (x already at sigmas[0]).
+
+    ``model_sampling``: the model's sampling, or a model that has one (or a bare sigma table), for
+    the samplers whose rule depends on it (sa_solver's noise interval is in the model's
+    ``percent_to_sigma``); None means SD1.5's discrete EPS sampling, the built-in model's.
+    """
     spec = get_sampler(sampler)
     sigmas = check_sigmas(sigmas)
     seed = check_seed(seed)
@@ -161,7 +171,11 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
         raise ValueError("x: expected finite values (found NaN or inf)")
     if noise_sampler is None:
         noise_sampler = default_noise_sampler(spec, x, sigmas, seed)
-    memory = spec.setup(x, sigmas) if spec.setup else {}
+    if spec.model_sampling:
+        sampling = sd15_model_sampling() if model_sampling is None else as_model_sampling(model_sampling)
+        memory = spec.setup(x, sigmas, sampling)
+    else:
+        memory = spec.setup(x, sigmas) if spec.setup else {}
     return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler)
 
 
@@ -178,12 +192,12 @@ def step(model, state: SamplerState) -> SamplerState:
                    denoised=out.denoised, sigma=sigma, sigma_next=sigma_next)
 
 
-def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None):
+def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None, model_sampling=None):
     """A fused run: a loop over `step`. ``x`` must already be noised to ``sigmas[0]``.
 
     ``callback`` receives ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step.
     """
-    state = start(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler)
+    state = start(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling)
     while not state.done:
         state = step(denoise, state)
         if callback is not None:
