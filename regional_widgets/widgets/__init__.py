@@ -5,6 +5,7 @@ from .region_panel import RegionPanel
 from .controls import StepControls
 from .inspector import Inspector
 from .app import RegionalSamplerApp
+from .save_menu import SaveMenu
 
 __all__ = [
     "BASE_COLOR",
@@ -16,4 +17,5 @@ __all__ = [
     "StepControls",
     "Inspector",
     "RegionalSamplerApp",
+    "SaveMenu",
 ]

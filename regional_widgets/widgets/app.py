@@ -1,4 +1,5 @@
-"""The composed application: step controls on top, the mask canvas beside the regions and inspector.
+"""The composed application: step controls on top, the mask canvas beside the regions and inspector,
+the Save menu below.
 
 Sized for a JupyterLab notebook column: the canvas shows at most ``max_display`` pixels a side
 (a 64-pixel image at x5 = 320) and the tabs take 500 px.
@@ -16,6 +17,7 @@ from .controls import StepControls
 from .inspector import Inspector
 from .mask_canvas import MaskCanvas
 from .region_panel import RegionPanel
+from .save_menu import SaveMenu
 
 # Starter prompts: the base first, then one per region (ToyWorld's materials).
 STARTER_PROMPTS = ("sky", "grass", "brick", "water", "sand", "gravel", "night", "sun")
@@ -40,18 +42,21 @@ def _wrap_rows(widget):
 
 
 class RegionalSamplerApp(widgets.VBox):
-    """One widget over one session: ``.session``, ``.canvas``, ``.panel``, ``.controls``, ``.inspector``.
+    """One widget over one session: ``.session``, ``.canvas``, ``.panel``, ``.controls``, ``.inspector``,
+    ``.save_menu`` (writes beside the notebook; ``save_folder`` overrides the working directory).
 
     The canvas's active region and the panel's selected row are linked (region 1 when it opens).
     The inspector shares a tab with the region panel and refreshes only while its tab is shown.
     """
 
-    def __init__(self, session: RegionalSamplerSession, *, max_display: int = 320, inspector_backend=None):
+    def __init__(self, session: RegionalSamplerSession, *, max_display: int = 320, inspector_backend=None,
+                 save_folder=None):
         self.session = session
         self.controls = StepControls(session)
         self.canvas = MaskCanvas(session, max_display=max_display)
         self.panel = RegionPanel(session)
         self.inspector = Inspector(session, backend=inspector_backend, width=470)
+        self.save_menu = SaveMenu(session, folder=save_folder)
         self.canvas.active_region = self.panel.selected = 1
         # the canvas column as wide as the canvas (its toolbar wraps), so both columns fit ~850 px
         self.canvas.layout.width = f"{max(int(self.canvas.multicanvas.width), 320) + 8}px"
@@ -63,7 +68,7 @@ class RegionalSamplerApp(widgets.VBox):
         self._on_tab()
         # side by side in a usual notebook column (~850 px); the tabs wrap below the canvas when narrower
         body = widgets.HBox([self.canvas, self.tabs], layout={"align_items": "flex-start", "flex_flow": "row wrap"})
-        super().__init__([self.controls, body], layout={"max_width": "1000px"})
+        super().__init__([self.controls, body, self.save_menu], layout={"max_width": "1000px"})
         self.add_class("rw-app")
 
     def _on_tab(self, change=None):
