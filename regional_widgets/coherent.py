@@ -80,12 +80,12 @@ def plan_coherent(session) -> tuple[list, CoherentPlan]:
     """The sub-steps of a coherent run: per step, each part's step, then the blend."""
     base = session.base
     if session.node == "RegionalSamplerAdvanced":
-        total = sampler_sigmas(session.model.sigmas, base.sampler, base.scheduler, session.steps)
+        total = sampler_sigmas(session.model, base.sampler, base.scheduler, session.steps)
         sigmas = slice_sigmas(total, session.start_at_step, session.end_at_step,
                               not session.return_with_leftover_noise)
         base_only = 0
     else:
-        sigmas = ksampler_sigmas(session.model.sigmas, base.sampler, base.scheduler, session.steps, session.denoise)
+        sigmas = ksampler_sigmas(session.model, base.sampler, base.scheduler, session.steps, session.denoise)
         base_only = session.base_only_steps
     sigmas = sigmas * base.sigma_factor
     n = 0 if sigmas is None else len(sigmas) - 1
@@ -146,23 +146,38 @@ def _start_parts(ctx: CoherentContext, x: torch.Tensor) -> tuple:
         if config.sampler in OWN_GRID_SAMPLERS:
             parts.append(None)  # started afresh on [sigma_i, sigma_i+1] at every step
         else:
-            parts.append(start_sampler(config.sampler, x, sigmas, seed=ctx.seed, noise_sampler=noise))
+            parts.append(start_sampler(config.sampler, x, sigmas, seed=ctx.seed, noise_sampler=noise,
+                                       model_sampling=ctx.model))
     return tuple(parts)
 
 
 class _FirstEvalCache:
-    """The part's denoiser, answering the step's first evaluation from the batched call."""
+    """The part's denoiser, answering the step's first evaluation from the batched call.
 
-    def __init__(self, ctx, part: int, x, sigma, first):
+    ``with_uncond`` is the CFG++ channel (`samplers.core.GuidedDenoiser`): ``(D, U)``.
+    """
+
+    def __init__(self, ctx, part: int, x, sigma, first, first_uncond=None):
         self.ctx, self.part, self.x, self.sigma, self.first = ctx, part, x, sigma, first
+        self.first_uncond = first_uncond
         self.calls = 0
 
+    def _is_first(self, x, sigma):
+        return x is self.x and bool(torch.all(sigma == self.sigma))
+
     def __call__(self, x, sigma):
-        if x is self.x and torch.all(sigma == self.sigma):
+        if self._is_first(x, sigma):
             return self.first
         self.calls += 1
         pos, neg, cfg = self.ctx.conds[self.part]
         return batched_cfg(self.ctx.model, x, sigma, [(pos, neg, cfg)])[0]
+
+    def with_uncond(self, x, sigma):
+        if self.first_uncond is not None and self._is_first(x, sigma):
+            return self.first, self.first_uncond
+        self.calls += 1
+        pos, neg, cfg = self.ctx.conds[self.part]
+        return batched_cfg(self.ctx.model, x, sigma, [(pos, neg, cfg)], uncond=True)[0]
 
 
 def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunState:
@@ -180,15 +195,18 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
     calls = state.model_calls
     if op.kind == "base":
         # every part's first evaluation at (x_i, sigma_i) in one batched call
-        extra["first"] = tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds))
+        # as (D, U) pairs: CFG++ parts also keep their unconditional prediction (no cfg-1 skip)
+        flags = [get_sampler(c.sampler).uncond for c in ctx.configs]
+        extra["first"] = tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds, uncond=flags))
         calls += 1
     if op.kind in ("base", "region"):
         part = op.region
         config = ctx.configs[part]
         first = extra["first"][part]
-        cache = _FirstEvalCache(ctx, part, x, sigma * x.new_ones([len(x)]), first)
+        first, first_uncond = (first, None) if isinstance(first, torch.Tensor) else first  # older files: D only
+        cache = _FirstEvalCache(ctx, part, x, sigma * x.new_ones([len(x)]), first, first_uncond)
         if config.sampler in OWN_GRID_SAMPLERS:
-            stepped = start_sampler(config.sampler, x, sigmas[i:i + 2], seed=ctx.seed)
+            stepped = start_sampler(config.sampler, x, sigmas[i:i + 2], seed=ctx.seed, model_sampling=ctx.model)
             while not stepped.done:
                 stepped = step_sampler(cache, stepped)
             # they never reach sigma 0 (a last slice to 0 is a no-op): finish on the x0 prediction

