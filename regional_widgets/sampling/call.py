@@ -112,7 +112,7 @@ def sampler_call(
     if noise_mask is not None:
         mask = mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
-        model = masked_denoiser(counted, latent, inpaint_noise, mask)
+        model = masked_denoiser(model, latent, inpaint_noise, mask)
     x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(sigma_max, sigmas[0]))
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
