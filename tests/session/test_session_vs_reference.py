@@ -38,6 +38,10 @@ ADVANCED_CASES = [
          params=dict(restore_latent=False, return_with_leftover_noise=True, additional_mode="DISABLE")),
     dict(masks=DISJOINT, samplers=["dpmpp_sde", "euler"], variation=0.4,
          params=dict(additional_sampler="heun", additional_sigma_ratio=0.5, add_noise=True, noise_seed=3)),
+    # CFG++ (the unconditional channel through the masked calls) and RES multistep
+    dict(masks=OVERLAP[:2], samplers=["euler_ancestral_cfg_pp", "res_multistep"],
+         params=dict(return_with_leftover_noise=True)),
+    dict(masks=DISJOINT, samplers=["dpmpp_2m_cfg_pp", "gradient_estimation_cfg_pp"], params=dict(restore_latent=False)),
 ]
 
 
@@ -60,6 +64,8 @@ REGIONAL_CASES = [
     dict(masks=DISJOINT[:1], samplers=["uni_pc"], params=dict(base_only_steps=0, restore_latent=False)),
     dict(masks=OVERLAP[:2], samplers=["lms", "dpmpp_sde"], params=dict(denoise=0.5, seed_2nd=4,
                                                                       seed_2nd_mode="seed+seed_2nd")),
+    dict(masks=OVERLAP[:2], samplers=["res_multistep_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"],
+         params=dict(base_only_steps=1)),
 ]
 
 
