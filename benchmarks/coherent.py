@@ -20,18 +20,19 @@ import torch
 import regional_widgets as rw
 from regional_widgets.models.base import OneCondModel
 from regional_widgets.sampling import SAMPLER_NAMES
+from regional_widgets.sampling.samplers import get_sampler
 
 AREAS = [(slice(40, 64), slice(0, 64)), (slice(0, 24), slice(0, 28)), (slice(0, 24), slice(36, 64))]
 WORDS = ["grass", "brick", "water"]
 
 
-def scene(model, sampler="dpmpp_2m", n=3, cfg=2.0, mode="coherent", seed=0):
+def scene(model, sampler="dpmpp_2m", n=3, cfg=2.0, mode="coherent", seed=0, words=WORDS, base_prompt="sky"):
     regions = []
-    for (rows, cols), word in zip(AREAS[:n], WORDS):
+    for (rows, cols), word in zip(AREAS[:n], words):
         m = np.zeros((64, 64), np.float32)
         m[rows, cols] = 1
         regions.append(rw.Region(m, rw.SamplerConfig(sampler=sampler, scheduler="karras", cfg=cfg, positive=word)))
-    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=cfg, positive="sky")
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=cfg, positive=base_prompt)
     return rw.RegionalSamplerSession(model, rw.empty_latent(model, 64, 64), base=base, regions=regions, steps=20,
                                      mode=mode, noise_seed=seed)
 
@@ -91,22 +92,32 @@ def timings():
     print(f"  faithful                    {1e3 * faithful:7.2f} ms   coherent / faithful   = {batched / faithful:.2f}")
 
 
+def ratio_cells(model, sampler, mode, **where):
+    parts = []
+    for n in (1, 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ratios = np.mean([rw.detail_ratios(scene(model, sampler, n, 1.0, mode, seed, **where)) for seed in range(3)], 0)
+        parts.append(" ".join(f"{r:5.2f}" for r in ratios))
+    return " | ".join(parts)
+
+
 def detail_table():
     model = rw.models.ToyWorld(mixture_variance=0.01)
     print("\ndetail ratio (mean over 3 seeds; 1 region | 3 regions), cfg 1:")
-    print(f"  {'sampler':20s} {'faithful':>22s} {'coherent':>22s}")
+    print(f"  {'sampler':30s} {'faithful':>22s} {'coherent':>22s}")
     for sampler in SAMPLER_NAMES:
-        cells = []
-        for mode in ("faithful", "coherent"):
-            parts = []
-            for n in (1, 3):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ratios = np.mean([rw.detail_ratios(scene(model, sampler, n, 1.0, mode, seed)) for seed in range(3)], 0)
-                parts.append(" ".join(f"{r:5.2f}" for r in ratios))
-            cells.append(" | ".join(parts))
+        cells = [ratio_cells(model, sampler, mode) for mode in ("faithful", "coherent")]
         note = "  (own grid: compared on its last x0)" if sampler in ("dpm_fast", "dpm_adaptive") else ""
-        print(f"  {sampler:20s} {cells[0]:>22s} {cells[1]:>22s}{note}")
+        note = "  (CFG++: see below)" if get_sampler(sampler).uncond else note
+        print(f"  {sampler:30s} {cells[0]:>22s} {cells[1]:>22s}{note}")
+    # CFG++ steps along the unconditional prediction of the whole composite; ToyWorld's is one
+    # whole exemplar (sky or grass everywhere), so a region amid another material inherits it.
+    print("\nCFG++ where the surroundings agree (base and regions 'grass', negative ''), cfg 1:")
+    agree = dict(words=["grass"] * 3, base_prompt="grass")
+    for sampler in [s for s in SAMPLER_NAMES if get_sampler(s).uncond] + ["euler"]:
+        cells = [ratio_cells(model, sampler, mode, **agree) for mode in ("faithful", "coherent")]
+        print(f"  {sampler:30s} {cells[0]:>22s} {cells[1]:>22s}")
 
 
 def main():
