@@ -138,11 +138,12 @@ def _start_parts(ctx: CoherentContext, x: torch.Tensor) -> tuple:
     sigmas = ctx.plan.sigmas
     positive = sigmas[sigmas > 0]
     tree = None
-    if any(get_sampler(c.sampler).noise == "brownian" for c in ctx.configs) and len(positive):
+    brownian = ("brownian", "brownian_gpu")  # one CPU path for all parts, _gpu ones included
+    if any(get_sampler(c.sampler).noise in brownian for c in ctx.configs) and len(positive):
         tree = BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), ctx.seed)  # one path for all parts
     parts = []
     for config in ctx.configs:
-        noise = tree if get_sampler(config.sampler).noise == "brownian" else None
+        noise = tree if get_sampler(config.sampler).noise in brownian else None
         if config.sampler in OWN_GRID_SAMPLERS:
             parts.append(None)  # started afresh on [sigma_i, sigma_i+1] at every step
         else:

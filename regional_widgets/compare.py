@@ -50,14 +50,15 @@ def plain_error(model, session, region: int, seed=None) -> float:
     if session.mode == "coherent":
         sigmas = session._context().plan.sigmas  # the grid the region really ran on
     else:
-        sigmas = sampler_sigmas(model.sigmas, config.sampler, config.scheduler, steps)
+        sigmas = sampler_sigmas(model, config.sampler, config.scheduler, steps)
     seed = (session.noise_seed if session.node == "RegionalSamplerAdvanced" else session.seed) if seed is None else seed
     latent = session.latent_image
     noise = prepare_noise(latent, seed)
     x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(model.sigmas[-1], sigmas[0]))
     denoise = cfg_denoiser(model, model.encode(config.positive), model.encode(config.negative), config.cfg)
     last = {}
-    out = sample(denoise, x, sigmas, config.sampler, seed=seed, callback=lambda info: last.update(d=info["denoised"]))
+    out = sample(denoise, x, sigmas, config.sampler, seed=seed, callback=lambda info: last.update(d=info["denoised"]),
+                 model_sampling=model)
     if config.sampler in ("dpm_fast", "dpm_adaptive"):
         out = last.get("d", out)  # they stop above sigma 0: their last x0 prediction is the picture
     return region_error(model, out, session.regions[region - 1].mask, config.positive)

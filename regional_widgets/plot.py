@@ -20,7 +20,7 @@ def schedules(session) -> list:
 
     steps = schedule_steps(session)
     configs = [("base", session.base)] + [(f"region {j}", r.config) for j, r in enumerate(session.regions, 1)]
-    return [(label, config, sampler_sigmas(session.model.sigmas, config.sampler, config.scheduler, steps).numpy())
+    return [(label, config, sampler_sigmas(session.model, config.sampler, config.scheduler, steps).numpy())
             for label, config in configs]
 
 

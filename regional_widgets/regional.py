@@ -215,7 +215,7 @@ class RunContext:
     def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
         key = (sampler, scheduler, steps)
         if key not in self.schedules:
-            self.schedules[key] = sampler_sigmas(self.model.sigmas, sampler, scheduler, steps)
+            self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
         return self.schedules[key]
 
     def mask_for(self, op: Op) -> Optional[torch.Tensor]:
@@ -307,7 +307,7 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
                            end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
                            sigma_max=ctx.model.sigmas[-1], sigma_ratio=ratio, noise=noise_, noise_mask=mask,
                            batch_index=ctx.batch_index, sampler_seed=sampler_seed,
-                           return_x0=ctx.quirks.x0_when_not_leftover)
+                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model)
         if scale != 1.0 and res.sigmas is not None:
             res = replace(res, samples=res.samples / scale, denoised=res.denoised / scale)
         return res

@@ -151,6 +151,8 @@ class OneCondModel:
     def __init__(self, model, record: bool = False):
         self.model, self.record, self.calls, self.inputs = model, record, 0, []
         self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
+        if hasattr(model, "model_sampling"):  # schedules bit for bit (float64 table kept)
+            self.model_sampling = model.model_sampling
         if hasattr(model, "latent_scale_factor"):
             self.latent_scale_factor = model.latent_scale_factor
 

@@ -82,6 +82,7 @@ def sampler_call(
     callback: Optional[Callable] = None,
     sampler_seed: Optional[int] = None,
     return_x0: bool = True,
+    model_sampling=None,
 ) -> CallResult:
     """Run one sampler call (all its steps) and return its x and last x0 prediction.
 
@@ -89,6 +90,7 @@ def sampler_call(
     RegionalSampler's re-noise path relies on). ``noise_mask`` is at any resolution.
     ``sampler_seed`` seeds the per-step noise of ancestral-type samplers (default: ``seed``, as the
     reference, which reseeds on every call); ``return_x0=False`` makes `CallResult.output` x always.
+    ``model_sampling`` (or the model) is passed on to samplers whose rule needs it (sa_solver).
     """
     spec = get_sampler(sampler)
     plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
@@ -119,7 +121,7 @@ def sampler_call(
         # The reference spans the tree over the *total* schedule, so split calls share one path.
         noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed, cpu=spec.noise == "brownian")
     state = start_sampler(sampler, x, sigmas, seed=seed if sampler_seed is None else sampler_seed,
-                          noise_sampler=noise_sampler)
+                          noise_sampler=noise_sampler, model_sampling=model_sampling)
     last_denoised = None
     while not state.done:
         state = step_sampler(model, state)

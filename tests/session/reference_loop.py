@@ -32,10 +32,10 @@ class Node:
         denoise = cfg_denoiser(model, model.encode(cfg.positive), model.encode(cfg.negative), cfg.cfg)
 
         def run(name, lat, sigma_ratio, nz):
-            total = sampler_sigmas(model.sigmas, name, cfg.scheduler, steps)
+            total = sampler_sigmas(model, name, cfg.scheduler, steps)  # the model's sampling: the reference's bits
             return sampler_call(denoise, lat, sampler=name, total_sigmas=total, start=start, end=end,
                                 leftover=leftover, add_noise=add, seed=seed, sigma_max=model.sigmas[-1],
-                                sigma_ratio=sigma_ratio, noise=nz, noise_mask=mask)
+                                sigma_ratio=sigma_ratio, noise=nz, noise_mask=mask, model_sampling=model)
 
         passes = sample_with_recovery(run, latent, sampler=cfg.sampler, sigma_factor=cfg.sigma_factor,
                                       mode=self.mode if recovery else "DISABLE", additional_sampler=self.add_sampler,
