@@ -31,7 +31,7 @@ def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, ero
     The region is the mask eroded by ``erode`` latent pixels, so seams and feathering don't count.
     """
     h, w = latent.shape[-2:]
-    m = mask_ops.resize(torch.as_tensor(mask, dtype=torch.float32), h, w) >= 0.5
+    m = mask_ops.resize(torch.from_numpy(np.array(mask, dtype=np.float32)), h, w) >= 0.5
     if erode:
         k = 2 * erode + 1
         m = -torch.nn.functional.max_pool2d(-m.float()[None, None], k, stride=1, padding=erode)[0, 0] >= 0.5

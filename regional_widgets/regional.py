@@ -41,10 +41,12 @@ class SamplerConfig:
             raise ValueError(f"sampler: unknown name {self.sampler!r}; accepted: {', '.join(SAMPLER_NAMES)}")
         if self.scheduler not in SCHEDULER_NAMES:
             raise ValueError(f"scheduler: unknown name {self.scheduler!r}; accepted: {', '.join(SCHEDULER_NAMES)}")
-        for name, lo, hi in (("cfg", 0.0, 100.0), ("sigma_factor", 0.0, 10.0)):
+        # sigma_factor 0 would scale every sigma to 0: refused here, by name, not deep in a sampler
+        for name, lo, hi, low in (("cfg", 0.0, 100.0, "["), ("sigma_factor", 0.0, 10.0, "(")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected a number in [{lo:g}, {hi:g}], got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+                    or (low == "(" and value <= lo) or value != value:
+                raise ValueError(f"{name}: expected a number in {low}{lo:g}, {hi:g}], got {value!r}")
         for name in ("positive", "negative"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name}: expected a prompt string, got {getattr(self, name)!r}")

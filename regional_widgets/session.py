@@ -11,73 +11,59 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import copy
 import math
+import weakref
 from typing import Optional
 
 import numpy as np
 import torch
-from traitlets import Any, Bool, Float, HasTraits, Int, List, TraitError, Unicode, observe, validate
+from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, validate
 
 from . import coherent, regional
+from .arena import Arena, Slot
+from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
+                     Value, check_choice, check_index_list, check_int, check_instance)
 from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
-from .sampling.noise import SEED_MAX, VARIATION_METHODS
-from .sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS, check_additional
+from .sampling import recovery
+from .sampling.noise import VARIATION_METHODS
+from .sampling.recovery import check_additional
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
 MODES = ("faithful", "coherent")
-
-
-class ParameterError(ValueError, TraitError):
-    """A rejected parameter: names the parameter and the accepted values."""
-
-
-def _int_in(value, name, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ParameterError(f"{name}: expected an integer in {lo}..{hi}, got {value!r}")
-    return int(value)
-
-
-def _float_in(value, name, lo, hi, open_low=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > hi or value < lo or (open_low and value <= lo):
-        bracket = "(" if open_low else "["
-        raise ParameterError(f"{name}: expected a number in {bracket}{lo:g}, {hi:g}], got {value!r}")
-    return float(value)
-
-
-def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ParameterError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
-
-
-def _choice(value, name, options):
-    if value not in options:
-        raise ParameterError(f"{name}: unknown value {value!r}; accepted: {', '.join(options)}")
-    return value
-
-
-def _instance(value, name, cls):
-    if not isinstance(value, cls):
-        raise ParameterError(f"{name}: expected a {cls.__module__}.{cls.__name__}, got {type(value).__name__}")
-    return value
+__all__ = ["ParameterError", "Region", "RegionalSamplerSession", "regional_sampler", "regional_sampler_advanced"]
 
 
 class Region(HasTraits):
-    """One regional prompt: a mask at image resolution, its sampler and its variation noise."""
+    """One regional prompt: a mask at image resolution, its sampler and its variation noise.
 
-    mask = Any()
-    config = Any()
-    variation_seed = Any(0)
-    variation_strength = Any(0.0)
-    variation_method = Any("linear")
+    The mask is stored as a read-only float32 copy (assign a new array to change it). A session
+    holding the region checks every new mask and config before it is stored (the mask's size
+    against the image size its latent implies, the prompts against its model).
+    """
+
+    mask = Value(accepted="a 2-D array or tensor with values in [0, 1]")
+    config = InstanceOf(SamplerConfig(), SamplerConfig)
+    variation_seed = Seed(0, label="var. seed")
+    variation_strength = StrictFloat(0.0, 0.0, 1.0, label="strength")
+    variation_method = Choice("linear", VARIATION_METHODS, label="method")
 
     def __init__(self, mask, config: Optional[SamplerConfig] = None, variation_seed=0, variation_strength=0.0,
                  variation_method="linear"):
+        self._guards: dict = {}  # owner -> check(region, name, value), run before a value is stored
         super().__init__(mask=mask, config=config if config is not None else SamplerConfig(),
                          variation_seed=variation_seed, variation_strength=variation_strength,
                          variation_method=variation_method)
+
+    def _guarded(self, name, value):
+        for key, ref in list(self._guards.items()):
+            guard = ref()
+            if guard is None:
+                del self._guards[key]  # the session is gone
+            else:
+                guard(self, name, value)
+        return value
 
     @validate("mask")
     def _valid_mask(self, proposal):
@@ -85,33 +71,28 @@ class Region(HasTraits):
             tensor = mask_ops.as_mask(proposal["value"], "mask")
         except ValueError as err:
             raise ParameterError(str(err)) from None
-        return tensor.numpy().astype(np.float32, copy=True)
+        array = tensor.numpy().astype(np.float32, copy=True)
+        array.setflags(write=False)  # region.mask[...] = v would bypass every check
+        return self._guarded("mask", array)
 
     @validate("config")
     def _valid_config(self, proposal):
-        if not isinstance(proposal["value"], SamplerConfig):
-            raise ParameterError(f"config: expected a SamplerConfig, got {type(proposal['value']).__name__}")
-        return proposal["value"]
-
-    @validate("variation_seed")
-    def _valid_seed(self, proposal):
-        return _int_in(proposal["value"], "variation_seed", 0, SEED_MAX)
-
-    @validate("variation_strength")
-    def _valid_strength(self, proposal):
-        return _float_in(proposal["value"], "variation_strength", 0.0, 1.0)
-
-    @validate("variation_method")
-    def _valid_method(self, proposal):
-        return _choice(proposal["value"], "variation_method", VARIATION_METHODS)
+        return self._guarded("config", proposal["value"])
 
     @property
     def mask_tensor(self) -> torch.Tensor:
-        return torch.from_numpy(self.mask)
+        """The mask as a float32 tensor (a copy: the stored mask stays read-only)."""
+        return torch.from_numpy(self.mask.copy())
 
     @property
     def is_empty(self) -> bool:
         return not np.any(self.mask)
+
+    def resized(self, height: int, width: int) -> "Region":
+        """A copy of this region with its mask resized (bilinear, as the sampler resizes) to height x width."""
+        height, width = check_int(height, "height", 1, 2**16), check_int(width, "width", 1, 2**16)
+        mask = mask_ops.resize(torch.from_numpy(self.mask.copy()), height, width).clamp(0, 1)
+        return Region(mask.numpy(), self.config, self.variation_seed, self.variation_strength, self.variation_method)
 
     def __repr__(self):
         return (f"Region(mask={self.mask.shape}, config={self.config!r}, variation_seed={self.variation_seed}, "
@@ -124,38 +105,44 @@ _STRUCTURAL = ("add_noise", "noise_seed", "steps", "start_at_step", "end_at_step
                "latent_image", "quirks", "mode")
 _FORKING = ("base", "overlap_factor", "additional_mode", "additional_sampler", "additional_sigma_ratio")
 _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "variation_method")
+_PARAMETERS = frozenset(_STRUCTURAL + _FORKING + ("regions", "history_limit"))
 _STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
 
 
 class RegionalSamplerSession(HasTraits):
-    """Reproduces ``RegionalSamplerAdvanced`` (default) or ``RegionalSampler`` one sub-step at a time."""
+    """Reproduces ``RegionalSamplerAdvanced`` (default) or ``RegionalSampler`` one sub-step at a time.
+
+    Every parameter is a `params` trait: a rejected value raises `ParameterError` and changes
+    nothing. A change that fails later (a rebuild that raises or is interrupted, an observer that
+    raises) is rolled back too: the session is left exactly as it was.
+    """
 
     node = Unicode("RegionalSamplerAdvanced", read_only=True)
-    base = Any()
-    regions = List()
-    latent_image = Any()
+    base = InstanceOf(SamplerConfig(), SamplerConfig)
+    regions = ListOf(accepted="a list of Region")
+    latent_image = Value(accepted="a float tensor [B, C, h, w]")
     # RegionalSamplerAdvanced
-    add_noise = Any(True)
-    noise_seed = Any(0)
-    steps = Any(20)
-    start_at_step = Any(0)
-    end_at_step = Any(10000)
-    return_with_leftover_noise = Any(False)
+    add_noise = Flag(True)
+    noise_seed = Seed(0)
+    steps = StrictInt(20, 1, MAX_STEPS)
+    start_at_step = StrictInt(0, 0, MAX_STEPS)
+    end_at_step = StrictInt(10000, 0, MAX_STEPS)
+    return_with_leftover_noise = Flag(False, label="leftover noise")
     # RegionalSampler
-    seed = Any(0)
-    seed_2nd = Any(0)
-    seed_2nd_mode = Any("ignore")
-    base_only_steps = Any(2)
-    denoise = Any(1.0)
+    seed = Seed(0)
+    seed_2nd = Seed(0)
+    seed_2nd_mode = Choice("ignore", SEED_2ND_MODES)
+    base_only_steps = StrictInt(2, 0, MAX_STEPS)
+    denoise = StrictFloat(1.0, 0.0, 1.0, open_low=True)
     # both
-    overlap_factor = Any(10)
-    restore_latent = Any(True)
-    additional_mode = Any("ratio between")
-    additional_sampler = Any("AUTO")
-    additional_sigma_ratio = Any(0.3)
-    quirks = Any(FAITHFUL, help="the reference's quirks, each behind a switch (regional.Quirks)")
-    mode = Any("faithful", help="'faithful' (the reference, default) or 'coherent' (coherent.py)")
-    history_limit = Int(512 * 2**20, help="bytes of tensors kept for scrubbing")
+    overlap_factor = StrictInt(10, 0, mask_ops.MAX_OVERLAP)
+    restore_latent = Flag(True)
+    additional_mode = Choice("ratio between", lambda: recovery.ADDITIONAL_MODES, label="recovery")
+    additional_sampler = Choice("AUTO", lambda: recovery.ADDITIONAL_SAMPLERS, label="recovery sampler")
+    additional_sigma_ratio = StrictFloat(0.3, 0.0, 1.0, label="recovery ratio")
+    quirks = InstanceOf(FAITHFUL, Quirks, help="the reference's quirks, each behind a switch (regional.Quirks)")
+    mode = Choice("faithful", MODES, help="'faithful' (the reference, default) or 'coherent' (coherent.py)")
+    history_limit = StrictInt(512 * 2**20, 0, 2**50, help="bytes of tensors kept for scrubbing")
 
     # observable state, notified once per sub-step
     step_index = Int(0)
@@ -173,18 +160,24 @@ class RegionalSamplerSession(HasTraits):
     times_map = Any(None)
 
     def __init__(self, model, latent, *, base: Optional[SamplerConfig] = None, regions=(), node=NODES[0], **params):
-        _choice(node, "node", NODES)
+        check_choice(node, "node", NODES)
         allowed = set(_STRUCTURAL + _FORKING) - {"base", "latent_image"}
         unknown = set(params) - allowed
         if unknown:
             raise ParameterError(f"{sorted(unknown)[0]}: unknown parameter; accepted: {', '.join(sorted(allowed))}")
+        if regions is None:
+            raise ParameterError("regions: expected a list of Region, got None")
         self._model = model
         self._ready = False
         self._cond_cache: dict = {}
         self._grow_cache: dict = {}  # grown region masks, by mask array (painting forks often)
-        samples, self._batch_index = self._unpack_latent(latent)
+        self._arena = Arena()  # history snapshots, packed into fixed-size slots
+        self._pack_memo: dict = {}
+        samples, batch_index = self._unpack_latent(latent)
         super().__init__(base=base if base is not None else SamplerConfig(), regions=list(regions),
                          latent_image=samples, **params)
+        self._batch_index = None if batch_index is None else check_index_list(
+            batch_index, "batch_index", self.latent_image.shape[0])
         self.set_trait("node", node)
         self._check_run()
         self._ready = True
@@ -210,13 +203,37 @@ class RegionalSamplerSession(HasTraits):
             latent = latent["samples"]
         return latent, batch_index
 
+    @property
+    def image_size(self) -> tuple:
+        """(height, width) of the image the latent implies: every region mask has this size."""
+        return self._image_size(self.latent_image)
+
+    def _image_size(self, latent) -> Optional[tuple]:
+        shape = getattr(latent, "shape", ())
+        if len(shape) != 4:
+            return None
+        down = int(getattr(self._model, "downscale", 1))
+        return int(shape[-2]) * down, int(shape[-1]) * down
+
+    def _check_mask_size(self, mask, where, latent=None):
+        size = self._image_size(self.latent_image if latent is None else latent)
+        if size is not None and tuple(mask.shape) != size:
+            h, w = mask.shape
+            raise ParameterError(f"{where}mask: expected the image size the latent implies, {size[0]}x{size[1]} "
+                                 f"(height x width), got {h}x{w}; resize it on purpose with Region.resized()")
+
     @validate("latent_image")
     def _valid_latent(self, proposal):
         x = proposal["value"]
         if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
+            if x.dtype.kind != "f":
+                raise ParameterError(f"latent: expected a float tensor [B, C, h, w], got dtype {x.dtype}")
+            x = torch.from_numpy(np.array(x))
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
             raise ParameterError("latent: expected a float tensor [B, C, h, w] (or a dict with 'samples')")
+        if 0 in x.shape:
+            raise ParameterError(f"latent: expected a non-empty tensor [B, C, h, w] (every size at least 1), "
+                                 f"got shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ParameterError("latent: expected finite values (found NaN or inf)")
         channels = self._model.latent_channels
@@ -225,12 +242,14 @@ class RegionalSamplerSession(HasTraits):
                 x = x.repeat(1, math.ceil(channels / x.shape[1]), 1, 1)[:, :channels]
             else:
                 raise ParameterError(f"latent: expected {channels} channels for this model, got {x.shape[1]}")
+        if self._ready and self._batch_index is not None and x.shape[0] != len(self._batch_index):
+            raise ParameterError(f"latent: expected {len(self._batch_index)} batch items (one per batch_index), "
+                                 f"got {x.shape[0]}")
+        self._check_regions(self._trait_values.get("regions", ()), latent=x)
         return x.clone()
 
     @validate("base")
     def _valid_base(self, proposal):
-        if not isinstance(proposal["value"], SamplerConfig):
-            raise ParameterError(f"base: expected a SamplerConfig, got {type(proposal['value']).__name__}")
         self._check_prompts(proposal["value"], "base")
         return proposal["value"]
 
@@ -245,6 +264,13 @@ class RegionalSamplerSession(HasTraits):
     @validate("regions")
     def _valid_regions(self, proposal):
         regions = list(proposal["value"])
+        self._check_regions(regions)
+        for j, region in enumerate(regions, 1):
+            self._check_prompts(region.config, f"region {j}")
+        return regions
+
+    def _check_regions(self, regions, latent=None):
+        """Regions, one mask shape, the image size ``latent`` (default: the session's) implies."""
         shape = None
         for j, region in enumerate(regions, 1):
             if not isinstance(region, Region):
@@ -253,43 +279,46 @@ class RegionalSamplerSession(HasTraits):
                 raise ParameterError(f"regions: every mask must have one shape; region 1 is {shape}, "
                                      f"region {j} is {region.mask.shape}")
             shape = region.mask.shape
-            self._check_prompts(region.config, f"region {j}")
-        return regions
+        for j, region in enumerate(regions, 1):
+            self._check_mask_size(region.mask, f"region {j}: ", latent=latent)
 
-    def _make_validator(name, check):  # noqa: N805 - a class-body helper
-        @validate(name)
-        def _v(self, proposal):
-            return check(proposal["value"], name)
-        return _v
+    def _guard_region(self, region, name, value):
+        """Checks a region's new mask or config before the region stores it."""
+        j = next((k for k, r in enumerate(self.regions, 1) if r is region), 0)
+        if name == "mask":
+            self._check_mask_size(value, f"region {j}: ")
+        elif name == "config":
+            self._check_prompts(value, f"region {j}")
 
-    _v_add_noise = _make_validator("add_noise", _bool)
-    _v_restore = _make_validator("restore_latent", _bool)
-    _v_leftover = _make_validator("return_with_leftover_noise", _bool)
-    _v_noise_seed = _make_validator("noise_seed", lambda v, n: _int_in(v, n, 0, SEED_MAX))
-    _v_seed = _make_validator("seed", lambda v, n: _int_in(v, n, 0, SEED_MAX))
-    _v_seed_2nd = _make_validator("seed_2nd", lambda v, n: _int_in(v, n, 0, SEED_MAX))
-    _v_steps = _make_validator("steps", lambda v, n: _int_in(v, n, 1, 10000))
-    _v_start = _make_validator("start_at_step", lambda v, n: _int_in(v, n, 0, 10000))
-    _v_end = _make_validator("end_at_step", lambda v, n: _int_in(v, n, 0, 10000))
-    _v_overlap = _make_validator("overlap_factor", lambda v, n: _int_in(v, n, 0, 10000))
-    _v_base_only = _make_validator("base_only_steps", lambda v, n: _int_in(v, n, 0, 10000))
-    _v_denoise = _make_validator("denoise", lambda v, n: _float_in(v, n, 0.0, 1.0, open_low=True))
-    _v_mode2 = _make_validator("seed_2nd_mode", lambda v, n: _choice(v, n, SEED_2ND_MODES))
-    _v_amode = _make_validator("additional_mode", lambda v, n: _choice(v, n, ADDITIONAL_MODES))
-    _v_asampler = _make_validator("additional_sampler", lambda v, n: _choice(v, n, ADDITIONAL_SAMPLERS))
-    _v_aratio = _make_validator("additional_sigma_ratio", lambda v, n: _float_in(v, n, 0.0, 1.0))
-    _v_quirks = _make_validator("quirks", lambda v, n: _instance(v, n, Quirks))
-    _v_mode = _make_validator("mode", lambda v, n: _choice(v, n, MODES))
-    del _make_validator
+    @validate(*(n for n in _STRUCTURAL + _FORKING if n not in ("latent_image", "base")))
+    def _cross_check(self, proposal):
+        # runs after the trait's own check: the cross-parameter rules with the proposed value in place
+        if self._ready:
+            self._check_run(**{proposal["trait"].name: proposal["value"]})
+        return proposal["value"]
 
-    def _check_run(self):
-        """Cross-parameter checks, made before a run starts (single values are checked on assignment)."""
-        if self.node == "RegionalSamplerAdvanced" and self.mode == "faithful":
-            end = min(self.steps, self.end_at_step)
-            if self.start_at_step >= end:
+    def _check_run(self, **proposed):
+        """Cross-parameter checks with ``proposed`` values in place (single values are checked by their traits)."""
+        p = {name: proposed[name] if name in proposed else getattr(self, name)
+             for name in ("mode", "steps", "start_at_step", "end_at_step", "denoise", "additional_mode",
+                          "additional_sampler", "additional_sigma_ratio")}
+        if self.node == "RegionalSamplerAdvanced":
+            end = min(p["steps"], p["end_at_step"])
+            if p["start_at_step"] >= end:
                 raise ParameterError(f"start_at_step: expected less than min(steps, end_at_step) = {end}, "
-                                     f"got {self.start_at_step}")
-        check_additional(self.additional_mode, self.additional_sampler, self.additional_sigma_ratio)
+                                     f"got {p['start_at_step']}")
+        else:
+            total = int(p["steps"] / p["denoise"])
+            if total > MAX_STEPS:
+                raise ParameterError(f"denoise: steps / denoise = {p['steps']} / {p['denoise']!r} = {total} schedule "
+                                     f"steps, over the maximum {MAX_STEPS}; expected denoise >= "
+                                     f"{p['steps'] / MAX_STEPS:g} for {p['steps']} steps")
+        try:
+            check_additional(p["additional_mode"], p["additional_sampler"], p["additional_sigma_ratio"])
+        except ParameterError:
+            raise
+        except ValueError as err:
+            raise ParameterError(str(err)) from None
 
     # ---- planning and change tracking --------------------------------------------------------
 
@@ -330,15 +359,8 @@ class RegionalSamplerSession(HasTraits):
 
     @observe(*_STRUCTURAL)
     def _on_structural(self, change):
-        if not self._ready:
-            return
-        try:
-            self._check_run()
-        except ParameterError:
-            with self._quiet():
-                self.set_trait(change["name"], change["old"])  # rejected: the old value stays
-            raise
-        self.reset()
+        if self._ready:
+            self.reset()
 
     @observe(*_FORKING)
     def _on_forking(self, change):
@@ -349,8 +371,10 @@ class RegionalSamplerSession(HasTraits):
     def _on_regions(self, change):
         for region in change["old"] or []:
             region.unobserve(self._on_region_trait, names=list(_REGION_TRAITS))
+            region._guards.pop(id(self), None)
         for region in change["new"]:
             region.observe(self._on_region_trait, names=list(_REGION_TRAITS))
+            region._guards[id(self)] = weakref.WeakMethod(self._guard_region)
         if self._ready:
             old, new = change["old"] or [], change["new"]
             if len(old) != len(new):
@@ -359,20 +383,42 @@ class RegionalSamplerSession(HasTraits):
                 self._fork()
 
     def _on_region_trait(self, change):
-        region, name = change["owner"], change["name"]
-        j = next((k for k, r in enumerate(self.regions, 1) if r is region), 0)
+        if not self._ready:
+            return
+        saved = self._internal()
         try:
-            if name == "config":
-                self._check_prompts(change["new"], f"region {j}")
-            if name == "mask" and len({r.mask.shape for r in self.regions}) > 1:
-                raise ParameterError(f"region {j}: mask: every region mask must have one shape, got "
-                                     f"{sorted({r.mask.shape for r in self.regions})}")
-        except ParameterError:
-            with self._quiet():
-                region.set_trait(name, change["old"])  # rejected: the old value stays
-            raise
-        if self._ready:
             self._fork()
+        except BaseException:
+            self._restore_internal(saved)
+            with self._quiet():
+                change["owner"].set_trait(change["name"], change["old"])  # the change did not happen
+            raise
+
+    def notify_change(self, change):
+        """A parameter change whose observers fail (any exception, an interrupt too) is undone entirely."""
+        if not self._ready or change.get("type") != "change" or change["name"] not in _PARAMETERS:
+            return super().notify_change(change)
+        saved = self._internal()
+        try:
+            return super().notify_change(change)
+        except BaseException:
+            self._restore_internal(saved)
+            with self._quiet(), contextlib.suppress(Exception):
+                self.set_trait(change["name"], change["old"])  # observers see the old value again
+            self._restore_internal(saved)
+            raise
+
+    def _internal(self) -> tuple:
+        """Everything a step or a parameter change may replace (all of it immutable or copied here)."""
+        return (self._ops, self._starts, self._ctx, getattr(self, "_coherent_plan", None), self._state,
+                list(self._history), self._history_bytes, self._sealed)
+
+    def _restore_internal(self, saved):
+        (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, self._history, self._history_bytes,
+         self._sealed) = saved
+        self._history = list(self._history)
+        with contextlib.suppress(Exception):  # an observer that raises again must not hide the first error
+            self._publish(self._state)
 
     @contextlib.contextmanager
     def _quiet(self):
@@ -478,21 +524,57 @@ class RegionalSamplerSession(HasTraits):
     def _next_state(self, state):
         cursor = state.cursor
         if cursor + 1 < len(self._history) and self._history[cursor + 1] is not None:
-            return self._history[cursor + 1]
+            return self._entry(cursor + 1)
         return self._execute(state)
+
+    def _entry(self, k):
+        """History entry ``k`` as a live state (None where evicted); packed entries are copied out."""
+        entry = self._history[k]
+        return self._unpack(entry) if isinstance(entry, _Packed) else entry
 
     def _record(self, state):
         if len(self._history) > state.cursor:
             del self._history[state.cursor:]
             self._history_bytes = _history_nbytes(self._history)
         previous = self._history[-1]
-        shared = {id(t) for t in _tensors_of(previous)} if previous is not None else set()
-        fresh = {id(t): t for t in _tensors_of(state) if id(t) not in shared}
-        self._history_bytes += sum(t.element_size() * t.nelement() for t in fresh.values())
+        shared = {id(t) for t in _leaves_of(previous)} if previous is not None else set()
+        fresh = {id(t): t for t in _leaves_of(state) if id(t) not in shared}
+        self._history_bytes += sum(_leaf_nbytes(t) for t in fresh.values())
         self._history.append(state)
+        # the last two states stay as they are; older ones move into the arena (see arena.py)
+        k = len(self._history) - 3
+        if k >= 0 and isinstance(self._history[k], regional.RunState):
+            self._history[k] = self._pack(self._history[k])
         if self._history_bytes > self.history_limit:
             self._evict()
             self._history_bytes = _history_nbytes(self._history)
+
+    def _pack(self, state) -> "_Packed":
+        """The state with its tensors copied into arena slots (tensors it shares with the state
+        packed before it share their slots too)."""
+        previous, memo = self._pack_memo, {}
+
+        def store(t):
+            if id(t) not in memo:
+                hit = previous.get(id(t))
+                slot = hit[1] if hit is not None and hit[0]() is t else self._arena.store(t)
+                memo[id(t)] = (weakref.ref(t), t if slot is None else slot)
+            return memo[id(t)][1]
+        packed = _Packed(_map_tensors(state, store))
+        self._pack_memo = memo
+        return packed
+
+    @staticmethod
+    def _unpack(packed: "_Packed"):
+        copies = {}
+
+        def load(leaf):
+            if isinstance(leaf, Slot):
+                if id(leaf) not in copies:
+                    copies[id(leaf)] = leaf.read()
+                return copies[id(leaf)]
+            return leaf
+        return _map_tensors(packed.tree, load)
 
     def _evict(self):
         budget = self.history_limit
@@ -515,29 +597,32 @@ class RegionalSamplerSession(HasTraits):
         k = cursor
         while self._history[k] is None:
             k -= 1
-        state = self._history[k]
+        state = self._entry(k)
         while state.cursor < cursor:
             state = self._execute(state)
         return state
 
     def _atomic(self, fn):
-        saved = (self._state, list(self._history), self._history_bytes)
+        saved = self._internal()
         try:
             return fn()
         except BaseException:
-            self._state, self._history, self._history_bytes = saved
-            self._publish(self._state)
+            self._restore_internal(saved)
             raise
 
     def substep(self):
-        """One sampler call or composite; returns the new phase."""
+        """One sampler call or composite; returns the new phase. Atomic: if the call or an observer
+        raises (an interrupt too), the session has not advanced."""
         if self.done:
             raise RuntimeError("the run is done: reset() or goto(k) to step again")
-        state = self._next_state(self._state)  # may raise: nothing has changed yet
-        self._record(state)
-        self._state = state
-        self._publish(state)
-        return self.phase
+
+        def advance():
+            state = self._next_state(self._state)
+            self._record(state)
+            self._state = state
+            self._publish(state)
+            return self.phase
+        return self._atomic(advance)
 
     def step(self):
         """One regional step: the base call, then each region call and composite."""
@@ -578,14 +663,14 @@ class RegionalSamplerSession(HasTraits):
 
     def goto(self, k: int):
         """Restore the state after ``k`` regional steps (0 = the start) exactly."""
-        k = _int_in(k, "k", 0, self.num_steps)
+        k = check_int(k, "k", 0, self.num_steps)
         target = self._starts[k]
         def move():
             if target < len(self._history):
                 state = self._snapshot_at(target)
             else:
                 state = self._state if self._state.cursor <= target else self._snapshot_at(len(self._history) - 1)
-                state = self._history[-1] if self._history[-1] is not None else state
+                state = self._entry(-1) if self._history[-1] is not None else state
                 while state.cursor < target:
                     state = self._execute(state)
                     self._record(state)
@@ -757,20 +842,68 @@ def _live_extra(session, plain: dict) -> dict:
             "first": None if first is None else tuple(first)}
 
 
-def _tensors_of(value):
-    """Every tensor a state holds, including coherent mode's composite, outputs and sampler memory."""
-    if isinstance(value, torch.Tensor):
+class _Packed:
+    """A history entry whose tensors live in arena slots (`Slot`); `_unpack` copies them out."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree):
+        self.tree = tree
+
+
+def _map_tensors(value, fn):
+    """``value`` with every tensor (or arena `Slot`) replaced by ``fn(it)``: through dicts, lists,
+    tuples and dataclasses (copied, never changed; a sampler's noise_sampler is left as it is)."""
+    if isinstance(value, (torch.Tensor, Slot)):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        changed = {}
+        for name in value.__dataclass_fields__:
+            if name == "noise_sampler":
+                continue
+            old = getattr(value, name)
+            new = _map_tensors(old, fn)
+            if new is not old:
+                changed[name] = new
+        if not changed:
+            return value
+        twin = copy.copy(value)
+        for name, new in changed.items():
+            object.__setattr__(twin, name, new)
+        return twin
+    return value
+
+
+def _leaves_of(value):
+    """Every tensor (or arena slot) an entry holds, including coherent mode's composite, outputs and
+    sampler memory."""
+    if isinstance(value, _Packed):
+        value = value.tree
+    if isinstance(value, (torch.Tensor, Slot)):
         yield value
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _tensors_of(v)
+            yield from _leaves_of(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _tensors_of(v)
+            yield from _leaves_of(v)
     elif hasattr(value, "__dataclass_fields__"):
         for name in value.__dataclass_fields__:
             if name != "noise_sampler":
-                yield from _tensors_of(getattr(value, name))
+                yield from _leaves_of(getattr(value, name))
+
+
+def _tensors_of(value):
+    """Every tensor a live state holds."""
+    return (t for t in _leaves_of(value) if isinstance(t, torch.Tensor))
+
+
+def _leaf_nbytes(leaf) -> int:
+    return leaf.nbytes if isinstance(leaf, Slot) else leaf.element_size() * leaf.nelement()
 
 
 def _nbytes(state) -> int:
@@ -779,15 +912,15 @@ def _nbytes(state) -> int:
 
 
 def _history_nbytes(history) -> int:
-    """Bytes held by a list of states, each tensor counted once however many states share it."""
+    """Bytes held by a list of states, each tensor (or slot) counted once however many states share it."""
     seen, total = set(), 0
     for state in history:
         if state is None:
             continue
-        for t in _tensors_of(state):
+        for t in _leaves_of(state):
             if id(t) not in seen:
                 seen.add(id(t))
-                total += t.element_size() * t.nelement()
+                total += _leaf_nbytes(t)
     return total
 
 

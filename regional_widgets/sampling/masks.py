@@ -10,13 +10,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+MAX_OVERLAP = 10000  # the reference's largest overlap_factor
+
 
 def as_mask(mask, name: str = "mask") -> torch.Tensor:
     """A 2-D float32 tensor with values in [0, 1] (leading singleton dims are stripped)."""
     if isinstance(mask, np.ndarray):
-        mask = torch.from_numpy(np.ascontiguousarray(mask))
+        if mask.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: expected real numbers (bool, int or float), got dtype {mask.dtype}")
+        mask = torch.from_numpy(np.array(mask, copy=True))  # a copy: the caller's array may be read-only
     elif not isinstance(mask, torch.Tensor):
         raise ValueError(f"{name}: expected a 2-D array or tensor, got {type(mask).__name__}")
+    elif mask.is_complex():
+        raise ValueError(f"{name}: expected real numbers (bool, int or float), got dtype {mask.dtype}")
     while mask.ndim > 2 and mask.shape[0] == 1:
         mask = mask[0]
     if mask.ndim != 2:
@@ -52,18 +58,35 @@ def grow(mask: torch.Tensor, overlap_factor: int, *, swap_quirk: bool = True) ->
     so for non-square masks the result is (W, H)-shaped and the growth anisotropic; it is
     resized to the latent size later, which restores the geometry. A box of k grows the mask by
     k-1-p pixels up/left and p down/right, p = ceil((k-1)/2).
+
+    The reference convolves with a k x k box of ones, clamps to [0, 1] and rounds: on a binary
+    mask that is 1 wherever the box holds a 1. Here the same box test is made with running sums
+    along each axis, O(H W) for any k, with the same bits.
     """
-    if isinstance(overlap_factor, bool) or not isinstance(overlap_factor, (int, np.integer)) or overlap_factor < 0:
-        raise ValueError(f"overlap_factor: expected an integer >= 0, got {overlap_factor!r}")
+    if isinstance(overlap_factor, bool) or not isinstance(overlap_factor, (int, np.integer)) \
+            or not 0 <= overlap_factor <= MAX_OVERLAP:
+        raise ValueError(f"overlap_factor: expected an integer in 0..{MAX_OVERLAP}, got {overlap_factor!r}")
     h, w = mask.shape
     out_h, out_w = (w, h) if swap_quirk else (h, w)
     m = resize(mask, out_h, out_w)
     if overlap_factor > 0:
         k = int(overlap_factor)
-        kernel = torch.ones(1, 1, k, k)
-        pad = math.ceil((k - 1) / 2)
-        m = F.conv2d(m.round()[None, None], kernel, padding=pad).clamp(0, 1)[0, 0, :out_h, :out_w]
+        lead = math.ceil((k - 1) / 2)  # the box at i covers i - lead .. i - lead + k - 1
+        hit = m.round() > 0
+        hit = _box_any(_box_any(hit, k, lead, 0), k, lead, 1)
+        return hit.to(m.dtype)
     return m.round()
+
+
+def _box_any(hit: torch.Tensor, k: int, lead: int, dim: int) -> torch.Tensor:
+    """Along ``dim``: True where any of positions ``i - lead .. i - lead + k - 1`` (clipped) is True."""
+    n = hit.shape[dim]
+    counts = torch.cumsum(hit.to(torch.int64), dim)
+    counts = torch.cat([torch.zeros_like(counts.narrow(dim, 0, 1)), counts], dim)  # counts[i] = sum of [0, i)
+    i = torch.arange(n)
+    lo = (i - lead).clamp(0, n)
+    hi = (i - lead + k).clamp(0, n)
+    return (counts.index_select(dim, hi) - counts.index_select(dim, lo)) > 0
 
 
 def union(masks) -> torch.Tensor:

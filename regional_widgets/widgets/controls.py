@@ -5,29 +5,23 @@ import asyncio
 
 import ipywidgets as widgets
 
-from ..regional import SEED_2ND_MODES
-from ..sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS
-from ..session import MODES
+from ..params import parameter_traits
 from ._binding import ErrorArea, Field, assign_trait
 
-_CHOICES = {"seed_2nd_mode": SEED_2ND_MODES, "additional_mode": ADDITIONAL_MODES,
-            "additional_sampler": ADDITIONAL_SAMPLERS, "mode": MODES}
-_FLOATS = ("denoise", "additional_sigma_ratio")
-_BOOLS = ("add_noise", "restore_latent", "return_with_leftover_noise")
-_SHORT = {"additional_mode": "recovery", "additional_sampler": "recovery sampler",
-          "additional_sigma_ratio": "recovery ratio", "return_with_leftover_noise": "leftover noise"}
 
-
-def _input(name, value):
+def _input(trait, value):
+    """The input for one session parameter, built from its trait's metadata (`params.Param`)."""
     style = {"description_width": "initial"}
-    label = _SHORT.get(name, name)
-    if name in _BOOLS:
+    label = trait.label or trait.name
+    if trait.kind == "bool":
         return widgets.Checkbox(value=value, description=label, indent=False, layout={"width": "150px"})
     layout = {"width": "210px"}
-    if name in _CHOICES:
-        return widgets.Dropdown(options=_CHOICES[name], value=value, description=label, style=style, layout=layout)
-    cls = widgets.FloatText if name in _FLOATS else widgets.IntText
-    return cls(value=value, description=label, style=style, layout=layout)
+    if trait.kind == "choice":
+        return widgets.Dropdown(options=trait.options, value=value, description=label, style=style, layout=layout)
+    if trait.kind in ("int", "float"):
+        cls = widgets.FloatText if trait.kind == "float" else widgets.IntText
+        return cls(value=value, description=label, style=style, layout=layout)
+    raise TypeError(f"{trait.name}: no input for a parameter of kind {trait.kind!r}")
 
 
 class StepControls(widgets.VBox):
@@ -81,7 +75,8 @@ class StepControls(widgets.VBox):
         return widgets.HBox(list(buttons), layout={"flex_flow": "row wrap"})
 
     def _field(self, name, value):
-        return Field(_input(name, value), lambda: getattr(self.session, name), assign_trait(self.session, name),
+        trait = parameter_traits(self.session)[name]
+        return Field(_input(trait, value), lambda: getattr(self.session, name), assign_trait(self.session, name),
                      self.param_error)
 
     # ---- actions --------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ import dataclasses
 
 import ipywidgets as widgets
 import numpy as np
-from traitlets import Int, observe
+from traitlets import Int, observe, validate
 
+from ..params import ParameterError
 from ..regional import SamplerConfig
 from ..sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..sampling.noise import VARIATION_METHODS
@@ -145,6 +146,15 @@ class RegionPanel(widgets.VBox):
     def select(self, j: int) -> None:
         if j >= 1:
             self.selected = j
+
+    @validate("selected")
+    def _valid_selected(self, proposal):
+        # checked before it is stored: the canvas linked to it accepts the same range, so the two never part
+        n = max(len(self.session.regions), 1)
+        value = proposal["value"]
+        if isinstance(value, bool) or not 1 <= value <= n:
+            raise ParameterError(f"selected: expected a region number in 1..{n}, got {value!r}")
+        return value
 
     @observe("selected")
     def _on_selected(self, change):

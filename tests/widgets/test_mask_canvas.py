@@ -137,7 +137,7 @@ def test_palette():
 
 def test_large_image_gets_fractional_scale():
     m = np.zeros((1024, 768), np.float32)
-    s = rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, N, N), regions=[rw.Region(m)], steps=2)
+    s = rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, 1024, 768), regions=[rw.Region(m)], steps=2)
     canvas = MaskCanvas(s)
     assert canvas.scale == 0.5 and (canvas.multicanvas.width, canvas.multicanvas.height) == (384, 512)
     canvas.brush_size = 10
@@ -447,7 +447,9 @@ def test_external_changes_are_shown(session):
 
 def test_resized_masks_resize_the_canvas(session):
     canvas = MaskCanvas(session)
-    session.regions = [rw.Region(np.zeros((32, 48), np.float32))]
+    with session.hold_trait_notifications():  # a mask has the image size the latent implies: both change
+        session.latent_image = rw.empty_latent(MODEL, 32, 48)
+        session.regions = [rw.Region(np.zeros((32, 48), np.float32))]
     assert canvas.image_shape == (32, 48) and canvas.scale == 10
     assert (canvas.multicanvas.width, canvas.multicanvas.height) == (480, 320)
 
