@@ -2,12 +2,15 @@
 import pytest
 import torch
 
+from regional_widgets.models.base import cfg_denoiser
 from regional_widgets.sampling import samplers
+from regional_widgets.sampling.model_sampling import sd15_model_sampling
 from regional_widgets.sampling.noise import BrownianTreeNoiseSampler
 from regional_widgets.sampling.schedules import sampler_sigmas, sd15_sigmas
-from tests.oracles import FIXTURE_IDX, fixture_denoiser, gaussian_denoiser
+from tests.oracles import FIXTURE_IDX, fixture_denoiser, fixture_model, gaussian_denoiser
 
 TABLE = sd15_sigmas()
+MODEL_SAMPLING = sd15_model_sampling()
 D = fixture_denoiser()
 
 
@@ -15,10 +18,22 @@ def start_x(sigmas):
     return torch.cos(0.7 * FIXTURE_IDX).repeat(2, 1, 1, 1) * sigmas[0]
 
 
+def guided():
+    """The fixtures' two-branch model at cfg 1.5 through the project's CFG: CFG++ samplers see U != D."""
+    model, cfg = fixture_model("karras10_cfg")
+    return cfg_denoiser(model, model.encode("positive"), model.encode("negative"), cfg)
+
+
+def test_all_42_names_are_registered():
+    assert len(samplers.SAMPLER_NAMES) == 42
+
+
+@pytest.mark.parametrize("denoiser", ["plain", "cfg"])
 @pytest.mark.parametrize("scheduler", ["karras", "normal"])
 @pytest.mark.parametrize("name", samplers.SAMPLER_NAMES)
-def test_stepping_equals_fused_bitwise(name, scheduler):
-    sigmas = sampler_sigmas(TABLE, name, scheduler, 8)
+def test_stepping_equals_fused_bitwise(name, scheduler, denoiser):
+    D = fixture_denoiser() if denoiser == "plain" else guided()
+    sigmas = sampler_sigmas(MODEL_SAMPLING, name, scheduler, 8)
     x = start_x(sigmas)
     fused_trace = []
     fused = samplers.sample(D, x, sigmas, name, seed=3, callback=lambda info: fused_trace.append(info["x"]))

@@ -46,7 +46,7 @@ def _coefficients(sigma_next, lams, lam_s, lam_t, tau):
     n = len(lams)
     m = 1 + tau**2
     hh = lam_t - lam_s
-    p = torch.arange(n, dtype=torch.float32)
+    p = torch.arange(n, dtype=lam_t.dtype)  # float32 for float32 sigmas, as the reference
     big_e = lam_t**p - lam_s**p * torch.exp((-m) * hh)
     lgam = torch.lgamma(p + 1)
     diff = p[:, None] - p[None, :]
@@ -54,7 +54,7 @@ def _coefficients(sigma_next, lams, lam_s, lam_t, tau):
     if tau > 0:
         log_ratio = log_ratio - diff * math.log(m)
     sign = torch.where(diff % 2 == 0, 1.0, -1.0)
-    big_m = torch.where(diff >= 0, torch.exp(log_ratio) * sign, torch.zeros(()))
+    big_m = torch.where(diff >= 0, torch.exp(log_ratio) * sign, big_e.new_zeros(()))
     e = big_m @ big_e
     vander = torch.vander(torch.stack(list(lams)), N=n, increasing=True)
     ell = torch.linalg.solve(vander.T, e)
