@@ -89,3 +89,42 @@ def test_one_shot_functions_equal_the_session_bitwise():
     assert torch.equal(a, s.result)
     b = rw.regional_sampler(MODEL, latent, base=BASE, regions=regs, steps=5)
     assert torch.equal(b, rw.RegionalSamplerSession.regional_sampler(MODEL, latent, base=BASE, regions=regs, steps=5).run())
+
+
+# Issue 12's samplers in the regional loop (one of each new family of theirs; a _gpu name through
+# the recovery path, which Impact takes for it exactly as for the plain name).
+NEW_SAMPLER_CASES = [
+    dict(masks=OVERLAP[:2], samplers=["er_sde", "seeds_2"], params=dict()),
+    dict(masks=DISJOINT, samplers=["sa_solver", "dpmpp_2m_sde_heun"], params=dict(return_with_leftover_noise=True)),
+    dict(masks=OVERLAP, samplers=["seeds_3", "sa_solver_pece", "dpmpp_2m_sde_gpu"],
+         params=dict(additional_mode="ratio additional", additional_sigma_ratio=0.4)),
+    dict(masks=DISJOINT, samplers=["dpmpp_sde_gpu", "dpmpp_3m_sde_gpu"], variation=0.3,
+         params=dict(additional_sampler="AUTO", additional_sigma_ratio=0.5, start_at_step=1)),
+]
+
+
+@pytest.mark.parametrize("case", NEW_SAMPLER_CASES, ids=lambda c: "+".join(c["samplers"]))
+def test_new_samplers_match_the_straight_line_loop(case):
+    latent = rw.empty_latent(MODEL, 32, 32)
+    regs = regions(case["masks"], case["samplers"], case.get("variation", 0.0))
+    params = dict(steps=6, noise_seed=1, **case["params"])
+    session = rw.RegionalSamplerSession(MODEL, latent, base=BASE, regions=regs, **params)
+    got = session.run()
+    want = reference_loop.advanced(MODEL, latent, base=BASE, regions=regs, **params)
+    assert (got - want).abs().max().item() <= 1e-6
+    # the region samplers really ran (not a no-op), and differently from plain euler regions
+    euler = rw.RegionalSamplerSession(MODEL, latent, base=BASE, regions=regions(case["masks"], ["euler"] * 3),
+                                      **params).run()
+    assert (got - euler).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"])
+def test_gpu_names_run_as_the_plain_ones_on_cpu_recovery_included(name):
+    latent = rw.empty_latent(MODEL, 32, 32)
+    params = dict(steps=5, noise_seed=2, additional_mode="ratio between", additional_sigma_ratio=0.3)
+    plain = rw.RegionalSamplerSession(MODEL, latent, base=BASE, regions=regions(DISJOINT, [name] * 2), **params)
+    gpu = rw.RegionalSamplerSession(MODEL, latent, base=BASE, regions=regions(DISJOINT, [name + "_gpu"] * 2), **params)
+    assert torch.equal(plain.run(), gpu.run())
+    off = rw.RegionalSamplerSession(MODEL, latent, base=BASE, regions=regions(DISJOINT, [name + "_gpu"] * 2),
+                                    **dict(params, additional_mode="DISABLE"))
+    assert not torch.equal(gpu.result, off.run())  # the recovery pass ran for the _gpu name
