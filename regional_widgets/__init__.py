@@ -2,11 +2,13 @@
 from . import models, plot
 from .compare import compare, detail_ratios
 from .models import empty_latent
+from .params import ParameterError
 from .regional import Quirks, SamplerConfig
 from .session import Region, RegionalSamplerSession, regional_sampler, regional_sampler_advanced
 
-__all__ = ["RegionalSamplerSession", "Region", "SamplerConfig", "Quirks", "empty_latent", "regional_sampler",
-           "regional_sampler_advanced", "models", "plot", "compare", "detail_ratios", "RegionalSamplerApp"]
+__all__ = ["RegionalSamplerSession", "Region", "ParameterError", "SamplerConfig", "Quirks", "empty_latent",
+           "regional_sampler", "regional_sampler_advanced", "models", "plot", "compare", "detail_ratios",
+           "RegionalSamplerApp"]
 __version__ = "0.1.0"
 
 

@@ -389,9 +389,9 @@ class RegionalSamplerSession(HasTraits):
         try:
             self._fork()
         except BaseException:
-            self._restore_internal(saved)
-            with self._quiet():
+            with self._quiet(), contextlib.suppress(Exception):
                 change["owner"].set_trait(change["name"], change["old"])  # the change did not happen
+            self._restore_internal(saved)
             raise
 
     def notify_change(self, change):
@@ -405,7 +405,7 @@ class RegionalSamplerSession(HasTraits):
             self._restore_internal(saved)
             with self._quiet(), contextlib.suppress(Exception):
                 self.set_trait(change["name"], change["old"])  # observers see the old value again
-            self._restore_internal(saved)
+            self._restore_internal(saved)  # whatever those observers did
             raise
 
     def _internal(self) -> tuple:
@@ -417,8 +417,10 @@ class RegionalSamplerSession(HasTraits):
         (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, self._history, self._history_bytes,
          self._sealed) = saved
         self._history = list(self._history)
-        with contextlib.suppress(Exception):  # an observer that raises again must not hide the first error
+        try:
             self._publish(self._state)
+        except BaseException:  # noqa: BLE001 - an observer failing again must not hide the first error
+            pass
 
     @contextlib.contextmanager
     def _quiet(self):

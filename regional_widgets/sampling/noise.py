@@ -47,8 +47,11 @@ def prepare_noise(latent: torch.Tensor, seed: int, batch_index=None) -> torch.Te
     inds = [int(b) for b in batch_index]
     if len(inds) != shape[0] or min(inds) < 0:
         raise ValueError(f"batch_index: expected {shape[0]} non-negative integers, got {batch_index!r}")
-    draws = [torch.randn((1,) + shape[1:], dtype=latent.dtype, generator=gen, device="cpu")
-             for _ in range(max(inds) + 1)]
+    wanted, draws = set(inds), {}
+    for b in range(max(inds) + 1):  # every draw advances the stream; only the wanted ones are kept
+        draw = torch.randn((1,) + shape[1:], dtype=latent.dtype, generator=gen, device="cpu")
+        if b in wanted:
+            draws[b] = draw
     return torch.cat([draws[b] for b in inds], dim=0)
 
 
