@@ -50,22 +50,23 @@ def ipndm(model, x, sigmas, i, memory, noise):
 def _variable_step_weights(h, h1, h2=None, h3=None):
     """Variable-step Adams-Bashforth weights (newest first) from the last steps' widths.
 
-    As the reference (and zju-pi/diff-sampler) computes them. Its third-order term ``t1`` reads
+    As the reference (and zju-pi/diff-sampler) computes them, 0-d float32 tensors in its grouping
+    (``a * (b * c) / d`` where written so): bit-identical outputs. Its third-order term ``t1`` reads
     ``1 - a * b`` where the exact variable-step AB3 has ``(1 - a) * b``: the same for equal widths,
     different otherwise, which lowers the measured order on Karras grids to about 1.5. Kept: the
     reference's outputs depend on it (the exact form misses its fixtures by 4e-4 to 8e-3).
     """
     if h2 is None:
-        return (2 + h / h1) / 2, -(h / h1) / 2
-    t1 = (1 - h / (3 * (h + h1)) * h * (h + h1) / (h1 * (h1 + h2))) / 2
+        return (2 + (h / h1)) / 2, -(h / h1) / 2
+    t1 = (1 - h / (3 * (h + h1)) * (h * (h + h1)) / (h1 * (h1 + h2))) / 2
     if h3 is None:
-        return (2 + h / h1) / 2 + t1, -(h / h1) / 2 - (1 + h1 / h2) * t1, t1 * h1 / h2
+        return (2 + (h / h1)) / 2 + t1, -(h / h1) / 2 - (1 + h1 / h2) * t1, t1 * h1 / h2
     q = h1 * (h1 + h2) / (h2 * (h2 + h3))
     t2 = (((1 - h / (3 * (h + h1))) / 2 + (1 - h / (2 * (h + h1))) * h / (6 * (h + h1 + h2)))
-          * h * (h + h1) * (h + h1 + h2) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
-    return ((2 + h / h1) / 2 + t1 + t2,
-            -(h / h1) / 2 - (1 + h1 / h2) * t1 - (1 + h1 / h2 + q) * t2,
-            t1 * h1 / h2 + (h1 / h2 + q * (1 + h2 / h3)) * t2,
+          * (h * (h + h1) * (h + h1 + h2)) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
+    return ((2 + (h / h1)) / 2 + t1 + t2,
+            -(h / h1) / 2 - (1 + h1 / h2) * t1 - (1 + (h1 / h2) + q) * t2,
+            t1 * h1 / h2 + ((h1 / h2) + q * (1 + h2 / h3)) * t2,
             -t2 * q * h1 / h2)
 
 
@@ -77,20 +78,34 @@ def ipndm_v(model, x, sigmas, i, memory, noise):
     if sigma_next == 0:
         return StepOut(denoised, denoised, _remember(memory, d, 3))
     order = min(4, i + 1)
-    s = [float(v) for v in sigmas[i + 1 - order:i + 2]]  # the order + 1 sigmas ending at sigma_next
+    s = sigmas[i + 1 - order:i + 2]  # the order + 1 sigmas ending at sigma_next (0-d float32 each)
     widths = [s[k + 1] - s[k] for k in reversed(range(order))]  # h, h1, h2, h3 (newest first)
-    weights = (1.0,) if order == 1 else _variable_step_weights(*widths)
+    if order == 1:
+        return StepOut(x + widths[0] * d, denoised, _remember(memory, d, 3))
+    weights = _variable_step_weights(*widths)
     return StepOut(x + widths[0] * _combine(weights, _slopes(memory, d)), denoised,
                    _remember(memory, d, 3))
 
 
 def _deis_time(sigmas, sigma_min=0.002, sigma_max=80.0, eps=1e-3):
-    """DEIS's VP time of each sigma (EDM's default VP-SDE fit) and that SDE's beta_min, beta_d."""
-    log_max = math.log(sigma_max**2 + 1)
-    beta_d = 2 * (math.log(sigma_min**2 + 1) / eps - log_max) / (eps - 1)
+    """DEIS's VP time of each sigma (EDM's default VP-SDE fit) and that SDE's beta_0, beta_1.
+
+    In the reference's float form: the fit's constants are 0-d float32 tensors, as are the times.
+    """
+    log_max = torch.log(torch.tensor(sigma_max) ** 2 + 1)
+    beta_d = 2 * (torch.log(torch.tensor(sigma_min) ** 2 + 1) / eps - log_max) / (eps - 1)
     beta_min = log_max - 0.5 * beta_d
-    t = ((beta_min**2 + 2 * beta_d * torch.log(sigmas**2 + 1)).sqrt() - beta_min) / beta_d
-    return t, beta_min, beta_d
+    t = ((beta_min**2 + 2 * beta_d * (sigmas**2 + 1).log()).sqrt() - beta_min) / beta_d
+    return t, beta_min, beta_d + beta_min
+
+
+def _dsigma_dtau(taus, beta_0, beta_1):
+    """``d sigma / d tau`` on the VP path, from autograd's ``d log alpha / d tau`` as the reference."""
+    with torch.inference_mode(False), torch.enable_grad():
+        taus = taus.clone().requires_grad_(True)
+        alpha = torch.exp(-0.5 * taus**2 * (beta_1 - beta_0) - taus * beta_0)
+        alpha.log().sum().backward()
+    return -0.5 * taus.grad / torch.sqrt(alpha.detach() * (1 - alpha.detach()))
 
 
 def deis_setup(x, sigmas, max_order=3, n=10000):
@@ -98,31 +113,29 @@ def deis_setup(x, sigmas, max_order=3, n=10000):
 
     ``L_j`` are the Lagrange polynomials (in DEIS's VP time) through the step's current and past
     times; the integral is the original's quadrature (10,000 samples from end to end, each weighted
-    by width / 10,000). Steps of order 1 (the first, and any step to sigma 0) are Euler and get no
-    coefficients (dsigma/dt is infinite at sigma 0).
+    by width / 10,000), in its float order. Steps of order 1 (the first, and any step to sigma 0)
+    are Euler and get no coefficients (dsigma/dt is infinite at sigma 0).
     """
-    t, beta_min, beta_d = _deis_time(sigmas)
+    t, beta_0, beta_1 = _deis_time(sigmas)
     coeffs = []
     for i in range(len(sigmas) - 1):
         order = min(max_order, i + 1)
         if order == 1 or sigmas[i + 1] <= 0:
             coeffs.append(())
             continue
-        taus = torch.linspace(float(t[i]), float(t[i + 1]), n, dtype=t.dtype)
+        taus = torch.linspace(t[i], t[i + 1], n, dtype=t.dtype)
         dtau = (t[i + 1] - t[i]) / n
-        alpha_bar = torch.exp(-0.5 * taus**2 * beta_d - taus * beta_min)
-        dsigma_dtau = 0.5 * (taus * beta_d + beta_min) / torch.sqrt(alpha_bar * (1 - alpha_bar))
-        nodes = t[i - order + 1:i + 1].flip(0)  # t_i, t_{i-1}, ... newest first
-        coeffs.append(tuple(float((dsigma_dtau * _lagrange(nodes, j, taus)).sum() * dtau)
-                            for j in range(order)))
+        integrand = _dsigma_dtau(taus, beta_0, beta_1)
+        nodes = t[[i - k for k in range(order)]]  # t_i, t_{i-1}, ... newest first
+        coeffs.append(tuple(torch.sum(integrand * _lagrange(nodes, j, taus)) * dtau for j in range(order)))
     return {"coeffs": tuple(coeffs)}
 
 
 def _lagrange(nodes, j, taus):
     poly = 1
-    for k, node in enumerate(nodes):
+    for k in range(len(nodes)):
         if k != j:
-            poly = poly * (taus - node) / (nodes[j] - node)
+            poly = poly * ((taus - nodes[k]) / (nodes[j] - nodes[k]))
     return poly
 
 
@@ -134,4 +147,6 @@ def deis(model, x, sigmas, i, memory, noise):
     coeffs = memory["coeffs"][i]
     if not coeffs:  # order 1: Euler
         return StepOut(x + d * (sigma_next - sigma), denoised, _remember(memory, d, 2))
-    return StepOut(x + _combine(coeffs, _slopes(memory, d)), denoised, _remember(memory, d, 2))
+    for c, slope in zip(coeffs, _slopes(memory, d)):  # x + c_0 d + c_1 d_1 + ..., left to right
+        x = x + c * slope
+    return StepOut(x, denoised, _remember(memory, d, 2))
