@@ -8,7 +8,8 @@ from scipy import stats
 from regional_widgets.sampling.schedules import (SCHEDULER_NAMES, ModelSampling, calculate_sigmas,
                                                  ksampler_sigmas, sampler_sigmas, sd15_sigmas,
                                                  slice_sigmas)
-from tests.oracles import sigma_fixtures
+from regional_widgets.sampling.model_sampling import ModelSamplingDiscrete, sd15_model_sampling, sd15_table
+from tests.oracles import sigma_fixtures, sigma_fixtures_exact
 
 TABLE = sd15_sigmas()
 
@@ -116,3 +117,68 @@ def test_unknown_scheduler_lists_the_names():
 def test_bad_model_tables(table):
     with pytest.raises(ValueError, match="model sigmas"):
         calculate_sigmas(torch.tensor(table), "normal", 5)
+
+
+# --- the model sampling (float64 table kept): the reference's schedules bit for bit ---------------
+
+MS = sd15_model_sampling()
+
+
+def _exact(name, steps):
+    values = sigma_fixtures_exact()[name][str(steps)]
+    return torch.tensor([float("nan") if v is None else v for v in values], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_schedules_from_the_model_sampling_are_bit_identical_for_1_to_50_steps(name):
+    for steps in range(1, 51):
+        got = calculate_sigmas(MS, name, steps)
+        if name == "kl_optimal" and steps == 1:
+            # the documented difference: the reference divides 0 by 0 (NaN), we make one jump
+            assert torch.isnan(_exact(name, 1)[0]) and got.tolist() == [float(MS.sigma_max), 0.0]
+            continue
+        assert torch.equal(got, _exact(name, steps)), (name, steps)
+
+
+def test_a_bare_float32_table_is_only_close():
+    """log(float32 sigmas) is not the reference's float64 log cast down: normal/sgm_uniform move."""
+    moved = [steps for steps in range(1, 51)
+             if not torch.equal(calculate_sigmas(TABLE, "normal", steps), _exact("normal", steps))]
+    assert moved  # e.g. normal 7, entry 5: 0.49355170 vs 0.49355173
+    assert not torch.equal(calculate_sigmas(TABLE, "normal", 7), calculate_sigmas(MS, "normal", 7))
+    for steps in moved:  # a few ulps: up to 4.6e-7 relative (5.7e-6 at sigma 12.5)
+        exact = _exact("normal", steps)
+        assert ((calculate_sigmas(TABLE, "normal", steps) - exact).abs() / exact.clamp_min(1e-3)).max() <= 1e-6
+
+
+def test_model_sampling_tables_and_maps():
+    assert torch.equal(MS.sigmas, TABLE) and MS.log_sigmas.dtype == torch.float32
+    assert torch.equal(MS.log_sigmas, sd15_table().log().float())
+    assert (MS.log_sigmas != TABLE.log()).sum() > 300  # 399 entries differ by an ulp or more
+    assert torch.equal(MS.timestep(MS.sigmas), torch.arange(1000))
+    assert torch.equal(MS.sigma(torch.arange(1000).float()), MS.sigmas.log().exp()) or \
+        torch.allclose(MS.sigma(torch.arange(1000).float()), MS.sigmas, rtol=1e-6)
+    # sa_solver's noise interval (spec §3.5.2)
+    assert MS.percent_to_sigma(0.2) == 5.092408180236816 and MS.percent_to_sigma(0.8) == 0.5711888670921326
+    assert MS.percent_to_sigma(0.0) == 999999999.9 and MS.percent_to_sigma(1.0) == 0.0
+    assert MS.parametrisation == "eps"
+
+
+def test_calculate_sigmas_takes_a_model_sampling_a_model_or_a_table():
+    from regional_widgets.models import ToyWorld
+
+    model = ToyWorld(n_exemplars=10, image_size=32)
+    assert model.model_sampling is not None
+    for name in ("normal", "sgm_uniform", "karras"):
+        assert torch.equal(calculate_sigmas(model, name, 13), calculate_sigmas(MS, name, 13))
+        assert torch.equal(sampler_sigmas(model, "uni_pc", name, 13), sampler_sigmas(MS, "uni_pc", name, 13))
+    assert torch.equal(calculate_sigmas(model, "normal", 20), _exact("normal", 20))
+    assert torch.equal(calculate_sigmas(TABLE.tolist(), "karras", 5), calculate_sigmas(MS, "karras", 5))
+
+
+@pytest.mark.parametrize("bad", [dict(parametrisation="x0"), dict(sigmas=[2.0, 1.0])])
+def test_bad_model_sampling(bad):
+    args = dict(sigmas=sd15_table(), parametrisation="eps")
+    args.update(bad)
+    with pytest.raises(ValueError, match="parametrisation|model sigmas"):
+        ModelSamplingDiscrete(args["sigmas"], args["parametrisation"])
