@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: lab demo test env lab-env test-env clean
+.PHONY: lab classroom demo docs-gif test env lab-env test-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,19 @@ LAB_ARGS ?=
 lab: lab-env
 	$(BIN)/python -m jupyter lab notebooks/01_quickstart.ipynb $(LAB_ARGS)
 
+# The app alone, served by Voila for a classroom (no code shown): http://localhost:8866
+# (VOILA_ARGS="--Voila.ip=0.0.0.0 --no-browser" to serve a room from a server).
+VOILA_ARGS ?=
+classroom: lab-env
+	$(BIN)/python -m voila notebooks/app.ipynb $(VOILA_ARGS)
+
 # A headless demo of the sampling layer and the session: writes PNGs to out/.
 demo: env
 	$(BIN)/python -m regional_widgets demo --out out/demo.png
+
+# The README's GIF of a run (docs/run.gif).
+docs-gif: env
+	$(BIN)/python docs/make_run_gif.py docs/run.gif
 
 test: test-env
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests notebooks
