@@ -4,9 +4,10 @@
 regional_widgets never imports diffusers or transformers.
 """
 from .base import Model, cfg_denoiser, empty_latent
+from .spec import from_spec
 from .toyworld import ToyWorld
 
-__all__ = ["Model", "ToyWorld", "cfg_denoiser", "empty_latent"]
+__all__ = ["Model", "ToyWorld", "cfg_denoiser", "empty_latent", "from_spec"]
 _LAZY = {"DiffusersModel": ".diffusers"}
 
 

@@ -185,13 +185,24 @@ class DiffusersModel:
         if not config_file.is_file():
             raise FileNotFoundError(f"{folder}: missing scheduler/scheduler_config.json (the sigma table and "
                                     "prediction_type come from it)")
-        return cls(**modules, scheduler_config=json.loads(config_file.read_text()), timestep_map=timestep_map)
+        model = cls(**modules, scheduler_config=json.loads(config_file.read_text()), timestep_map=timestep_map)
+        model._spec = {"model": "DiffusersModel", "path": str(folder.resolve()),
+                       "torch_dtype": None if torch_dtype is None else str(torch_dtype).removeprefix("torch."),
+                       "device": None if device is None else str(device)}
+        return model
 
     @classmethod
     def from_pipeline(cls, pipeline, *, timestep_map: str = "argmin"):
         """Wrap the components of a loaded ``StableDiffusionPipeline`` (no copy)."""
         return cls(pipeline.unet, pipeline.vae, pipeline.text_encoder, pipeline.tokenizer,
                    pipeline.scheduler.config, timestep_map=timestep_map)
+
+    @property
+    def spec(self):
+        """How to read this model again (folder path, dtype, device, timestep map) as plain data for
+        ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
+        spec = getattr(self, "_spec", None)
+        return None if spec is None else dict(spec, timestep_map=self.timestep_map)
 
     # ---- the protocol ---------------------------------------------------------------------
 

@@ -83,6 +83,12 @@ class ToyWorld:
         self._norms = (self._exemplars ** 2).sum(1)
 
     @property
+    def spec(self) -> dict:
+        """The constructor arguments as plain data: ``models.from_spec(spec)`` builds an equal model."""
+        return {"model": "ToyWorld", "latent": self.latent, "seed": self.seed, "n_exemplars": len(self.labels),
+                "image_size": self.image_size, "mixture_variance": self.mixture_variance, "textures": self.textures}
+
+    @property
     def vocabulary(self) -> tuple:
         return VOCABULARY
 
