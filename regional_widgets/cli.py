@@ -70,8 +70,8 @@ def _source_kind(source: Path) -> str:
     raise UsageError(f"{source}: expected a session folder or a ComfyUI API-format workflow (.json)")
 
 
-def _saved_model_name(source: Path, kind: str):
-    """The model a saved session names (``"model"`` in session.json), if any."""
+def saved_model(source: Path, kind: str):
+    """The model a saved session names (``"model"`` in session.json: a name, a path or a model spec)."""
     if kind != "session":
         return None
     try:
@@ -79,15 +79,22 @@ def _saved_model_name(source: Path, kind: str):
     except (OSError, ValueError):
         return None  # load() reports the damage with its own message
     model = doc.get("model") if isinstance(doc, dict) else None
-    if isinstance(model, dict):
-        model = model.get("path") or model.get("name")
-    return model if isinstance(model, str) and model else None
+    return model if isinstance(model, (str, dict)) and model else None
 
 
-def load_model(spec: str):
-    """``toyworld`` (the built-in model) or the path of a diffusers folder on disk."""
+def load_model(spec):
+    """``toyworld`` (the built-in model), the path of a diffusers folder, or a saved model spec
+    (``model.spec``: ToyWorld or a diffusers folder; a spec naming code to import is refused)."""
     import regional_widgets as rw
 
+    if isinstance(spec, dict):
+        if spec.get("model") not in ("ToyWorld", "DiffusersModel"):
+            raise UsageError("the session names a model this command does not build from a file "
+                             f"({str(spec)[:80]}); choose one with --model")
+        try:
+            return rw.models.from_spec(spec)
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
+            raise UsageError(f"the session's model cannot be built: {_one_line(err)}; choose one with --model") from None
     if spec.lower() in ("toyworld", "toy", "builtin"):
         return rw.models.ToyWorld()
     path = Path(spec)
@@ -102,6 +109,10 @@ def load_model(spec: str):
         return model_class.from_pretrained(path)
     except (OSError, ValueError, KeyError, ImportError) as err:
         raise UsageError(f"--model {spec}: cannot load the diffusers folder: {_one_line(err)}") from None
+
+
+def model_label(spec) -> str:
+    return (spec.get("path") or spec.get("model", "?")) if isinstance(spec, dict) else spec
 
 
 def _one_line(err) -> str:
@@ -155,7 +166,7 @@ def cmd_run(args) -> int:
     _check_outputs(args)
     timings = {}
     t0 = time.perf_counter()
-    model_spec = args.model or _saved_model_name(source, kind) or "toyworld"
+    model_spec = args.model or saved_model(source, kind) or "toyworld"
     model = load_model(model_spec)
     session = _load_session(source, kind, model)
     timings["load_s"] = time.perf_counter() - t0
@@ -198,7 +209,7 @@ def cmd_run(args) -> int:
         summary = {
             "status": "done" if session.done else "stopped",
             "session_status": session.status,
-            "source": str(source), "source_kind": kind, "model": model_spec,
+            "source": str(source), "source_kind": kind, "model": model_label(model_spec),
             "node": session.node, "mode": session.mode, "steps": session.num_steps,
             "regions": len(session.regions), "written": written,
             "timings": {k: round(v, 3) for k, v in timings.items()},

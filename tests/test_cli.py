@@ -163,3 +163,22 @@ def test_bad_input_exits_2_with_one_line(case, sources, tmp_path):
     args = [a.format(**names) for a in args]
     assert_usage_error(cli(*args, cwd=tmp_path), *words)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_model_a_saved_session_names(tmp_path):
+    """``run`` without --model takes the session's own model (a name, a path or a ToyWorld/diffusers spec)."""
+    from regional_widgets.cli import UsageError, load_model, saved_model
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "session.json").write_text(json.dumps({"format": "regional_widgets.session"}))
+    assert saved_model(folder, "session") is None  # none named: the default, toyworld
+    spec = rw.models.ToyWorld(mixture_variance=0.01).spec
+    (folder / "session.json").write_text(json.dumps({"model": spec}))
+    assert saved_model(folder, "session") == spec and saved_model(folder, "comfy") is None
+    model = load_model(spec)
+    assert isinstance(model, rw.models.ToyWorld) and model.mixture_variance == 0.01
+    with pytest.raises(UsageError, match="choose one with --model"):
+        load_model({"factory": "os:system", "kwargs": {"command": "true"}})  # never imports code from a file
+    with pytest.raises(UsageError, match="--model nowhere"):
+        load_model("nowhere")
