@@ -34,6 +34,7 @@ from typing import Mapping
 
 import torch
 
+from ..sampling.model_sampling import ModelSamplingDiscrete
 from ..sampling.schedules import as_model_sampling
 from .latents import SDPreviewSpace, as_rgb_batch
 
@@ -56,8 +57,8 @@ _COMPONENTS = {
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def discrete_sigmas(scheduler_config: Mapping) -> torch.Tensor:
-    """The ascending training sigma table of a diffusers scheduler config (float64 math, float32 out).
+def discrete_sigmas(scheduler_config: Mapping, dtype=torch.float32) -> torch.Tensor:
+    """The ascending training sigma table of a diffusers scheduler config (float64 math, ``dtype`` out).
 
     Reads ``num_train_timesteps``, ``beta_schedule`` (``scaled_linear``, ``linear`` or
     ``squaredcos_cap_v2``), ``beta_start``, ``beta_end`` and ``trained_betas``, with diffusers'
@@ -85,7 +86,7 @@ def discrete_sigmas(scheduler_config: Mapping) -> torch.Tensor:
         raise ValueError(f"scheduler_config: beta_schedule {schedule!r} is not supported; accepted: "
                          "scaled_linear, linear, squaredcos_cap_v2 (or trained_betas)")
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).to(dtype)
 
 
 def sigma_to_timestep(sigma, sigmas, method: str = "argmin") -> torch.Tensor:
@@ -145,8 +146,11 @@ class DiffusersModel:
             raise ValueError("vae: a shift_factor (SD3/Flux latents) is not supported; SD1.x/SD2.x VAEs only")
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.scheduler_config = config
-        self.sigmas = discrete_sigmas(config)
-        self._sampling = as_model_sampling(self.sigmas)
+        # the float64 table kept: log-sigmas, timesteps and schedules are the reference's bit for bit
+        parametrisation = "v" if self.prediction_type == "v_prediction" else "eps"
+        self.model_sampling = ModelSamplingDiscrete(discrete_sigmas(config, torch.float64), parametrisation)
+        self.sigmas = self.model_sampling.sigmas
+        self._sampling = self.model_sampling
         self.timestep_map = timestep_map
         self.latent_channels = int(unet.config.in_channels)
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)

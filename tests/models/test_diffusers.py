@@ -405,6 +405,10 @@ def test_protocol_sizes_and_input_checks(model):
     assert isinstance(model, rw.models.Model)
     assert (model.latent_channels, model.downscale) == (4, 8)
     assert torch.equal(model.sigmas, sd15_sigmas())
+    # the float64 table kept (log-sigmas as the reference's): schedules bit for bit
+    from regional_widgets.sampling.model_sampling import sd15_model_sampling
+    assert torch.equal(model.model_sampling.log_sigmas, sd15_model_sampling().log_sigmas)
+    assert torch.equal(calculate_sigmas(model, "normal", 7), calculate_sigmas(sd15_model_sampling(), "normal", 7))
     assert rw.empty_latent(model, 64, 64).shape == (1, 4, 8, 8)
     x = torch.zeros(1, 4, 8, 8)
     assert torch.equal(model(x, torch.zeros(1), model.encode("")), x)  # D(x, 0) = x
