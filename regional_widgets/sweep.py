@@ -459,7 +459,8 @@ class Sweep:
 
     def _run_dask(self, client, todo, bar, on_cell, progress):
         client.register_plugin(_dask_plugin(self._spec), name=f"regional-widgets-model-{fingerprint(self._spec)[:16]}")
-        payload = client.scatter([(self._doc, self._arrays)], broadcast=True)[0]
+        # hash=False: a fresh key per run (a stopped run releases its copy while the next one scatters)
+        payload = client.scatter([(self._doc, self._arrays)], broadcast=True, hash=False)[0]
         futures = {i: client.submit(_dask_cell, self._spec, payload, self.cells[i], self.regions, self.metrics,
                                     self.store is not None, key=f"rw-cell-{i}-{os.urandom(6).hex()}", pure=False)
                    for i in todo}

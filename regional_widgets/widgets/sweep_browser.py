@@ -27,16 +27,19 @@ def _png(thumbnail) -> bytes:
 
 
 class SweepBrowser(widgets.VBox):
-    """``.buttons[i]`` is the shown button of cell ``i``; clicking it (or ``open(i)``) puts the cell's
+    """``.buttons[i]`` is the shown button of cell ``i``; clicking it (or ``open_cell(i)``) puts the cell's
     finished session (`Sweep.open`) in ``.app``. ``.x``, ``.y``, ``.value`` and ``.where`` are the
-    dropdowns choosing the axes, the metric on the buttons and the fixed values of the other keys."""
+    dropdowns choosing the axes, the metric on the buttons and the fixed values of the other keys
+    (``y=None``: one row)."""
 
-    def __init__(self, sweep, *, x=None, y=None, value=None, thumb_px: int = 72):
+    def __init__(self, sweep, *, x=None, y="auto", value=None, thumb_px: int = 72):
         self.sweep = sweep
         self.thumb_px = thumb_px
         keys = list(sweep.keys)
         x = x or keys[0]
-        y = y or next((k for k in keys if k != x), _NONE)
+        if y == "auto":  # the next key; None: one row
+            y = next((k for k in keys if k != x), None)
+        y = _NONE if y is None else y
         metrics = [c for c in sweep.table.columns if c not in keys and c not in ("status", "name")]
         self.x = widgets.Dropdown(options=keys, value=x, description="x", layout={"width": "200px"})
         self.y = widgets.Dropdown(options=[_NONE] + keys, value=y, description="y", layout={"width": "200px"})
@@ -106,7 +109,7 @@ class SweepBrowser(widgets.VBox):
         image = widgets.Image(format="png", layout={"width": f"{self.thumb_px}px", "height": f"{self.thumb_px}px"})
         button = widgets.Button(layout={"width": f"{self.thumb_px}px"},
                                 tooltip=", ".join(f"{k}={v}" for k, v in self.sweep.cells[i].items()))
-        button.on_click(lambda _, i=i: self.open(i))
+        button.on_click(lambda _, i=i: self.open_cell(i))
         self.buttons[i] = button
         box = widgets.VBox([image, button])
         box._rw_image = image
@@ -143,7 +146,7 @@ class SweepBrowser(widgets.VBox):
 
     # ---- actions --------------------------------------------------------------------------------
 
-    def open(self, i: int):
+    def open_cell(self, i: int):
         """Open cell ``i`` in the app below the grid (its finished session, `Sweep.open`)."""
         session = self.sweep.open(i)
         self.app = RegionalSamplerApp(session)
