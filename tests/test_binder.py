@@ -15,6 +15,7 @@ def test_binder_requirements_install_and_the_quickstart_runs(tmp_path):
     lines = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
     assert any(line.startswith("--extra-index-url") and "download.pytorch.org/whl/cpu" in line for line in lines)
     assert "." in [line.strip() for line in lines]
+    assert any(line.startswith("voila") for line in lines)  # the classroom link opens /voila/render/...
     assert (ROOT / "binder" / "runtime.txt").read_text().strip().startswith("python-3.")
     local = [line for line in lines if not line.startswith("--extra-index-url")]
     requirements = tmp_path / "requirements.txt"
@@ -35,7 +36,13 @@ def test_binder_requirements_install_and_the_quickstart_runs(tmp_path):
         "print('cells', sum(c.cell_type == 'code' for c in nb.cells))\n"
     )
     env = dict(os.environ, MPLBACKEND="Agg")
-    run = subprocess.run([python, "-c", script, ROOT / "notebooks" / "01_quickstart.ipynb"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "cells" in run.stdout
+    for notebook in ("01_quickstart.ipynb", "app.ipynb"):
+        run = subprocess.run([python, "-c", script, ROOT / "notebooks" / notebook], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "cells" in run.stdout
+    # Voila's server extension is on, so Jupyter serves /voila/render/notebooks/app.ipynb
+    extensions = subprocess.run([python, "-m", "jupyter", "server", "extension", "list"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+    listed = extensions.stdout + extensions.stderr
+    assert any("voila" in line and "enabled" in line for line in listed.splitlines()), listed
