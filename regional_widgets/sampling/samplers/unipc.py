@@ -1,69 +1,96 @@
 """UniPC (Zhao et al. 2023, arXiv 2302.04867): multistep predictor-corrector, variants B1(h) and B2(h).
 
-Written in the variance-exploding frame with the slice's sigmas as time (``lambda = -log sigma``)
-and the data-prediction form: a step from ``t`` to ``t_next`` starts from the exponential-integrator
-value ``(t_next / t) x - expm1(-h) D_0`` and adds weighted differences of past predictions (the
-predictor); the model's prediction at the predicted point then corrects the step (UniC) and is
-kept for the next step, so each step costs one evaluation. As the reference runs it: the order is
-``min(3, len(sigmas) - 2)``, lowered at the start (warm-up) and at the end (``lower_order_final``),
-no corrector on the last step, and a final ``sigma = 0`` replaced by 0.001 (so the run ends at
-sigma 0.001, not 0). A 2-sigma slice has order 0: the reference evaluates the model once and only
-rescales x (see ``_uni_pc_step``). ``memory["models"]`` holds the last three predictions.
+As the reference runs it (spec §3.4, §3.5.4 c), in the variance-preserving frame with the slice's
+sigmas as time: x enters as ``x / sqrt(1 + sigma_0^2)``, each time ``t`` has
+``log alpha = 0.5 log(1 / (t t + 1))``, ``sigma_vp = sqrt(1 - alpha^2)`` and
+``lambda = log alpha - log sigma_vp``, and the model is seen as a data predictor through its noise
+estimate. A step from ``t`` to ``t_next`` starts from the exponential-integrator value
+``(sigma_vp' / sigma_vp) x - alpha' expm1(-h) D_0`` and subtracts ``alpha' B(h)`` times weighted
+differences of past predictions (the predictor, UniP); the model's prediction at the predicted point
+then corrects the step (UniC) and is kept for the next step, so each step costs one evaluation.
+The order is ``min(3, len(sigmas) - 2)``, lowered at the start (warm-up) and at the end
+(``lower_order_final``), no corrector on the last step, and a final ``sigma = 0`` becomes 0.001 (the
+run ends at sigma 0.001, then x is divided by that time's alpha). A 2-sigma slice has order 0: one
+evaluation and only that rescale (`_order_zero`). Everything is float32 in the reference's order of
+operations, so outputs are bit-identical to its fixtures.
 
-The reference's x lives in the VP frame (``x / sqrt(1 + sigma_0^2)`` in, ``/ alpha(t_last)`` out);
-in the VE frame the same update reads as above, with its float32 schedule kept in ``_times``.
+Step-wise: ``memory`` holds the last ``order`` predictions (``models``), the VP state ``x_vp`` and
+the x this step returned (``x_out = x_vp / alpha(t_next)``). A caller that hands that same x back
+continues on the exact VP state; a caller that changed it (coherent mode's blend) has it converted.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
 from .core import StepOut, call_model, register
 
-_FINAL_SIGMA = 0.001  # lambda = -log(sigma) must stay finite
+_FINAL_SIGMA = 0.001  # lambda must stay finite
+
+
+def _vp(t):
+    """``alpha``, ``sigma_vp`` and ``lambda`` of the VP schedule at time (sigma) ``t``, float32."""
+    log_alpha = 0.5 * torch.log(1 / ((t * t) + 1))
+    alpha = torch.exp(log_alpha)
+    sigma_vp = torch.sqrt(1.0 - torch.exp(2.0 * log_alpha))
+    lam = log_alpha - 0.5 * torch.log(1.0 - torch.exp(2.0 * log_alpha))
+    return alpha, sigma_vp, lam
 
 
 def _times(sigmas):
-    """UniPC's time grid: each sigma as the reference's float32 VP schedule sees it.
-
-    The reference keeps x in the VP frame and gets ``alpha = exp(log_alpha)``,
-    ``sigma_vp = sqrt(1 - exp(2 log_alpha))`` and ``lambda = log alpha - log sigma_vp`` from
-    ``log_alpha = 0.5 log(1 / (sigma^2 + 1))`` in float32. The step only sees the ratio
-    ``sigma_vp / alpha``, which is sigma up to that round trip's cancellation: in float32 about 2e-5
-    relative at SD1.5's sigma_min and 2.3% at the final 0.001 (it becomes 0.000977), enough to move
-    outputs by 3e-4, so we keep it (in the sigmas' own dtype: float64 sigmas get an accurate grid).
-    """
     ts = sigmas.clone()
     if ts[-1] == 0:
         ts[-1] = _FINAL_SIGMA
-    log_alpha = 0.5 * torch.log(1 / (ts * ts + 1))
-    return (torch.sqrt(1 - torch.exp(2 * log_alpha)) / torch.exp(log_alpha)).tolist()
+    return ts
 
 
-def _weights(rks, hh, variant):
-    """B(h) and the predictor and corrector weights for the ratios ``rks`` (r_1 .. r_{K-1}) of order K.
+def _data_prediction(model, x_vp, t):
+    """x0 from the denoiser seen as a noise predictor at the VP point ``x_vp`` (the reference's route)."""
+    x_in = x_vp * (t**2 + 1.0) ** 0.5
+    eps = (x_in - call_model(model, x_in, t)) / t
+    alpha, sigma_vp, _ = _vp(t)
+    return (x_vp - sigma_vp * eps) / alpha
 
-    The weights solve ``sum_k rho_k r_k^(i-1) = i! phi_{i+1}(hh) / B(h)``, i = 1 .. K (the corrector
-    adds r_K = 1 for the new prediction); orders 1 and 2 use the paper's simplified 1/2.
-    """
-    order = len(rks) + 1
-    b_h = hh if variant == "bh1" else math.expm1(hh)
-    r = torch.tensor(list(rks) + [1.0], dtype=torch.float64)
-    rows = torch.stack([r**k for k in range(order)])
-    phi, factorial, b = math.expm1(hh) / hh - 1, 1, []
+
+def _weights(rks, hh, order, variant):
+    """B(h) and ``b_k = k! phi_{k+1}(hh) / B(h)``, with the rows ``r^(k-1)`` they are solved against."""
+    h_phi_1 = torch.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = hh if variant == "bh1" else torch.expm1(hh)
+    rows, b, factorial = [], [], 1
     for k in range(1, order + 1):
-        b.append(phi * factorial / b_h)
+        rows.append(torch.pow(rks, k - 1))
+        b.append(h_phi_k * factorial / b_h)
         factorial *= k + 1
-        phi = phi / hh - 1 / factorial
-    b = torch.tensor(b, dtype=torch.float64)
-    rhos_p = {1: [], 2: [0.5]}.get(order) or torch.linalg.solve(rows[:-1, :-1], b[:-1]).tolist()
-    rhos_c = [0.5] if order == 1 else torch.linalg.solve(rows, b).tolist()
-    return b_h, rhos_p, rhos_c
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    return h_phi_1, b_h, torch.stack(rows), torch.stack(b)
 
 
-def _weighted(rhos, tensors):
-    return sum(rho * t for rho, t in zip(rhos, tensors))
+def _uni_pc_update(model, x, models, times, t, order, variant, corrector):
+    """One UniP(-C) step of ``order`` from ``times[-1]`` to ``t``; returns x and the new prediction."""
+    alpha_t, sigma_t, lambda_t = _vp(t)
+    _, sigma_0, lambda_0 = _vp(times[-1])
+    model_0 = models[-1]
+    h = lambda_t - lambda_0
+    rks, diffs = [], []
+    for k in range(1, order):
+        rk = (_vp(times[-(k + 1)])[2] - lambda_0) / h
+        rks.append(rk)
+        diffs.append((models[-(k + 1)] - model_0) / rk)
+    rks = torch.stack(rks + [torch.ones_like(h)])
+    h_phi_1, b_h, rows, b = _weights(rks, -h, order, variant)
+    x_first = sigma_t / sigma_0 * x - alpha_t * h_phi_1 * model_0  # DPM-Solver++(1)
+    if diffs:
+        diffs = torch.stack(diffs, dim=1)
+        rhos_p = torch.tensor([0.5], dtype=b.dtype) if order == 2 else torch.linalg.solve(rows[:-1, :-1], b[:-1])
+        x_t = x_first - alpha_t * b_h * torch.einsum("k,bkchw->bchw", rhos_p, diffs)
+    else:
+        x_t = x_first - alpha_t * b_h * 0
+    if not corrector:
+        return x_t, None
+    rhos_c = torch.tensor([0.5], dtype=b.dtype) if order == 1 else torch.linalg.solve(rows, b)
+    model_t = _data_prediction(model, x_t, t)
+    corr_res = torch.einsum("k,bkchw->bchw", rhos_c[:-1], diffs) if order > 1 else 0
+    return x_first - alpha_t * b_h * (corr_res + rhos_c[-1] * (model_t - model_0)), model_t
 
 
 def _order_zero(model, x, sigmas):
@@ -83,24 +110,25 @@ def _order_zero(model, x, sigmas):
 
 
 def _uni_pc_step(model, x, sigmas, i, memory, variant):
-    ts, n = _times(sigmas), len(sigmas) - 1
+    n = len(sigmas) - 1
     max_order = min(3, n - 1)
     if max_order == 0:
         return _order_zero(model, x, sigmas)
-    models = memory.get("models") or (call_model(model, x, sigmas[0]),)  # newest last
+    ts = _times(sigmas)
+    if i == 0:
+        x_vp = x / torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    elif torch.equal(x, memory["x_out"]):
+        x_vp = memory["x_vp"]
+    else:  # x was changed between steps: carry it into the VP frame
+        x_vp = x * _vp(ts[i])[0]
+    models = memory.get("models") or (_data_prediction(model, x_vp, ts[0]),)  # newest last
     order = min(i + 1, max_order, n - i)  # warm-up, then lower_order_final
-    t, t_next, d0 = ts[i], ts[i + 1], models[-1]
-    h = math.log(t / t_next)  # lambda_next - lambda with lambda = -log(t)
-    rks = [math.log(t / ts[i - k]) / h for k in range(1, order)]
-    diffs = [(models[-1 - k] - d0) / rk for k, rk in enumerate(rks, start=1)]
-    b_h, rhos_p, rhos_c = _weights(rks, -h, variant)
-    x_first = (t_next / t) * x - math.expm1(-h) * d0  # DPM-Solver++(1), i.e. DDIM
-    x_next = x_first - b_h * _weighted(rhos_p, diffs)
-    if i + 1 == n:  # no corrector on the last step: its prediction would never be used
-        return StepOut(x_next, d0, memory)
-    d_next = call_model(model, x_next, sigmas[i + 1])
-    x_next = x_first - b_h * (_weighted(rhos_c[:-1], diffs) + rhos_c[-1] * (d_next - d0))
-    return StepOut(x_next, d_next, {"models": (models + (d_next,))[-3:]})
+    times = [ts[k] for k in range(i + 1 - len(models), i + 1)]
+    x_vp, model_x = _uni_pc_update(model, x_vp, models, times, ts[i + 1], order, variant, corrector=i + 1 < n)
+    x_out = x_vp / _vp(ts[i + 1])[0]
+    if model_x is None:  # the last step: no corrector, its prediction would never be used
+        return StepOut(x_out, models[-1], {**memory, "x_vp": x_vp, "x_out": x_out})
+    return StepOut(x_out, model_x, {"models": (models + (model_x,))[-max_order:], "x_vp": x_vp, "x_out": x_out})
 
 
 @register("uni_pc")
