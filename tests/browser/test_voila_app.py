@@ -3,7 +3,7 @@
 Voila runs the committed notebook (its kernelspec pointed at this checkout, as in the JupyterLab
 test) on loopback with a token; the page shows only the app. A mouse drag paints region 1 and
 "Step" advances one regional step: checked in the kernel (a second client on Voila's kernel) and
-on the page (the status line).
+on the page (the progress line).
 """
 from __future__ import annotations
 
@@ -126,6 +126,7 @@ def test_classroom_app_in_voila_paint_and_step(voila_server, lab_page):
                                 " painted=float(app.session.regions[0].mask.sum()))")
         assert Path(state["file"]).resolve() == REPO / "regional_widgets" / "__init__.py"
         assert (state["region"], state["step"], state["painted"]) == (1, 0, 0.0), state
+        page.get_by_text("0/20 done").first.wait_for(state="visible", timeout=20_000)
         canvas.evaluate("el => el.scrollIntoView({block: 'center'})")
         g = canvas_geometry(page)
         shape, scale = tuple(state["shape"]), state["scale"]
@@ -137,7 +138,7 @@ def test_classroom_app_in_voila_paint_and_step(voila_server, lab_page):
         assert step.count() == 1
         step.click()
         result = eval_until(kc, "dict(step=app.session.step_index, error=app.controls.error.message,"
-                                " status=app.session.status, mask=app.session.regions[0].mask.tolist())",
+                                " progress=app.controls.progress_text.value, mask=app.session.regions[0].mask.tolist())",
                             lambda v: v["step"] >= 1)
     finally:
         kc.stop_channels()
@@ -146,8 +147,8 @@ def test_classroom_app_in_voila_paint_and_step(voila_server, lab_page):
     mask = np.asarray(result["mask"], np.float32)
     dist = distance_to_segment(shape, pressed, released)
     assert mask.sum() > 50 and (dist[mask > 0] <= max(state["brush"] / 2, np.sqrt(2) / 2) + 0.3).all()
-    # and the page says so: the status line shows the step the kernel made
-    status = result["status"].split("|")[0].strip()
-    page.get_by_text(status).first.wait_for(state="visible", timeout=20_000)
+    # and the page says so: the progress line shows the step the kernel made ("0/20 done" before it)
+    assert result["progress"].startswith("1/20 done"), result["progress"]
+    page.get_by_text("1/20 done").first.wait_for(state="visible", timeout=20_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "voila_app.png"), full_page=True)  # what the class sees
