@@ -87,13 +87,16 @@ def ipndm_v(model, x, sigmas, i, memory, noise):
                    _remember(memory, d, 3))
 
 
-def _deis_time(sigmas, sigma_min=0.002, sigma_max=80.0, eps=1e-3):
+def _deis_time(sigmas, sigma_min=0.002, sigma_max=80, eps=1e-3):
     """DEIS's VP time of each sigma (EDM's default VP-SDE fit) and that SDE's beta_0, beta_1.
 
-    In the reference's float form: the fit's constants are 0-d float32 tensors, as are the times.
+    In the reference's float form: ``log(sigma_min^2 + 1)`` is float32, but ``sigma_max`` is the
+    integer 80, whose ``log(80^2 + 1)`` the original takes in float64, so the fit's constants are
+    0-d float64 tensors; the times come out in the sigmas' dtype (the constants enter as scalars).
     """
-    log_max = torch.log(torch.tensor(sigma_max) ** 2 + 1)
-    beta_d = 2 * (torch.log(torch.tensor(sigma_min) ** 2 + 1) / eps - log_max) / (eps - 1)
+    log_min = torch.log(torch.tensor(sigma_min) ** 2 + 1)
+    log_max = torch.log(torch.tensor(sigma_max**2 + 1, dtype=torch.float64))
+    beta_d = 2 * (log_min / eps - log_max) / (eps - 1)
     beta_min = log_max - 0.5 * beta_d
     t = ((beta_min**2 + 2 * beta_d * (sigmas**2 + 1).log()).sqrt() - beta_min) / beta_d
     return t, beta_min, beta_d + beta_min
