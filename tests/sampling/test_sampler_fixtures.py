@@ -5,6 +5,10 @@ file (this machine's CPU build), within 1e-5 of the portable 7-decimal file, and
 calls and injected-noise draws the info file lists. The denoiser goes through the project's own
 CFG (`models.base.cfg_denoiser`) on a two-branch model, so the cfg 1.5 cases combine as the
 reference does, ``D = U + (C - U) * cfg`` in float32.
+
+Measured on this CPU build (torch 2.13): all 300 cases bit-identical. On another BLAS/LAPACK build
+sa_solver's ``linalg.solve`` may move an ulp (models.md, second edition §5); the 7-decimal check at
+1e-5 is then the portable target, and the bitwise assertion is the one to revisit.
 """
 import pytest
 import torch
