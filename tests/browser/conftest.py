@@ -19,6 +19,7 @@ import ast
 import json
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -111,16 +112,23 @@ def find_chromium(env=None, playwright_path=playwright_chromium_path) -> tuple[s
 def install_playwright_chromium(timeout: float = INSTALL_TIMEOUT, run=subprocess.run) -> str | None:
     """``python -m playwright install chromium``; None when it worked, else the exact reason it did not."""
     cmd = [sys.executable, "-m", "playwright", "install", "chromium"]
+    shown = "python -m playwright install chromium"
     try:
         done = run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return f"`{' '.join(cmd[1:])}` did not finish in {timeout:.0f} s"
+        return f"`{shown}` did not finish in {timeout:.0f} s"
     except OSError as err:
-        return f"`{' '.join(cmd[1:])}` could not start: {err}"
+        return f"`{shown}` could not start: {err}"
     if done.returncode != 0:
-        lines = [ln.strip() for ln in (done.stderr or done.stdout or "").splitlines() if ln.strip()]
-        detail = " | ".join(lines[-3:]) or "no output"
-        return f"`{' '.join(cmd[1:])}` exited with status {done.returncode}: {detail}"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", (done.stderr or "") + "\n" + (done.stdout or ""))
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("Error")]  # Playwright's own message, not the JS stack
+        # the first names the cause (e.g. getaddrinfo ENOTFOUND), the last sums up (Download failure)
+        detail = "; ".join(dict.fromkeys(errors[:1] + errors[-1:])) if errors else " | ".join(lines[-3:]) or "no output"
+        url = re.search(r"from (https?://\S+)", text)
+        if url:
+            detail += f" (downloading {url.group(1)})"
+        return f"`{shown}` exited with status {done.returncode}: {detail}"
     return None
 
 

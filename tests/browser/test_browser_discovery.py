@@ -103,7 +103,7 @@ def test_a_found_browser_installs_nothing(places):
 
 def test_a_failed_install_fails_with_the_reason_and_the_apt_hint(places):
     with pytest.raises(pytest.fail.Exception) as failed:
-        chromium_executable(env_with(places), pw_at(places), lambda: "`-m playwright install chromium` exited with "
+        chromium_executable(env_with(places), pw_at(places), lambda: "`python -m playwright install chromium` exited with "
                                                                       "status 1: Error: getaddrinfo EAI_AGAIN")
     text = str(failed.value)
     assert "exited with status 1: Error: getaddrinfo EAI_AGAIN" in text
@@ -133,8 +133,19 @@ def test_install_command_and_its_failures():
 
     def slow(cmd, **kw):
         raise subprocess.TimeoutExpired(cmd, kw["timeout"])
-    assert install_playwright_chromium(timeout=5, run=slow) == "`-m playwright install chromium` did not finish in 5 s"
+    assert install_playwright_chromium(timeout=5, run=slow) == "`python -m playwright install chromium` did not finish in 5 s"
+
+    def offline(cmd, **kw):  # what Playwright prints where only package registries are reachable
+        out = ("Downloading Chrome for Testing 159.0 (playwright chromium v1255)\x1b[2m from "
+               "https://cdn.playwright.dev/builds/chrome-linux64.zip\x1b[22m\n"
+               "Error: getaddrinfo ENOTFOUND cdn.playwright.dev\n"
+               "    at GetAddrInfoReqWrap.onlookupall [as oncomplete] (node:internal/dns/promises:101:17) {\n"
+               "  errno: -3008,\n  hostname: 'cdn.playwright.dev'\n}\nError: Download failure, code=1\n")
+        return subprocess.CompletedProcess(cmd, 1, out, "")
+    assert install_playwright_chromium(run=offline) == (
+        "`python -m playwright install chromium` exited with status 1: Error: getaddrinfo ENOTFOUND "
+        "cdn.playwright.dev; Error: Download failure, code=1 (downloading https://cdn.playwright.dev/builds/chrome-linux64.zip)")
 
     def fails(cmd, **kw):
-        return subprocess.CompletedProcess(cmd, 1, "", "Downloading...\nError: connect ENETUNREACH\n")
-    assert install_playwright_chromium(run=fails).endswith("exited with status 1: Downloading... | Error: connect ENETUNREACH")
+        return subprocess.CompletedProcess(cmd, 2, "", "one\ntwo\nthree\nfour\n")
+    assert install_playwright_chromium(run=fails).endswith("exited with status 2: two | three | four")
