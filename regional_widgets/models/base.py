@@ -124,6 +124,29 @@ def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts, uncond=False
     return out
 
 
+class PromptCache:
+    """The one prompt cache: a model's conditioning per key (the prompt and the encoding options),
+    computed once and kept (least recently used first out beyond ``maxsize``)."""
+
+    def __init__(self, maxsize: int = 256):
+        self.maxsize, self._items = int(maxsize), {}
+
+    def get(self, key, make: Callable[[], Any]):
+        if key in self._items:
+            self._items[key] = self._items.pop(key)  # most recently used last
+        else:
+            self._items[key] = make()
+            while len(self._items) > self.maxsize:
+                del self._items[next(iter(self._items))]
+        return self._items[key]
+
+    def clear(self):
+        self._items.clear()
+
+    def __len__(self):
+        return len(self._items)
+
+
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")

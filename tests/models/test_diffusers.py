@@ -25,6 +25,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E
 import regional_widgets as rw  # noqa: E402
 from regional_widgets.models import cfg_denoiser  # noqa: E402
 from regional_widgets.models.diffusers import DiffusersModel, discrete_sigmas, sigma_to_timestep  # noqa: E402
+from regional_widgets.models.families import UnknownModelFolder  # noqa: E402
 from regional_widgets.sampling.noise import prepare_noise  # noqa: E402
 from regional_widgets.sampling.samplers import sample  # noqa: E402
 from regional_widgets.sampling.schedules import (ModelSampling, calculate_sigmas, sampler_sigmas,  # noqa: E402
@@ -461,7 +462,14 @@ def test_clear_errors_when_the_weights_are_not_on_disk(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="from_single_file"):
         DiffusersModel.from_pretrained(tmp_path / "model.safetensors")
+    with pytest.raises(UnknownModelFolder, match="not a supported diffusers model folder.*supported: Stable"):
+        DiffusersModel.from_pretrained(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(FileNotFoundError, match="unet/"):
+        DiffusersModel.from_pretrained(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
+    (tmp_path / "prior").mkdir()
+    with pytest.raises(UnknownModelFolder, match="KandinskyPipeline.*prior"):
         DiffusersModel.from_pretrained(tmp_path)
 
 
