@@ -560,7 +560,8 @@ class Sweep:
         """An XY grid over two grid keys: thumbnails (``value="image"``) or a heat map of a metric
         (a `table` column). Keys not on an axis are fixed by ``where`` ({key: value}); otherwise a
         heat map averages over them and an image grid shows their first value (the title says which).
-        The figure's ``values`` holds the heat map's numbers ([y, x])."""
+        Returns the figure, with the heat map's numbers ([y, x]) as ``values``; given ``ax`` (a heat
+        map into an existing figure), returns ``ax`` with ``ax.values``."""
         from .sweep_figures import grid_figure
 
         return grid_figure(self, x, y, value, where, ax)

@@ -65,6 +65,7 @@ def grid_figure(sweep, x, y=None, value="image", where=None, ax=None):
             numbers = table[value].iloc[rows].astype(float).dropna() if rows else []
             if len(numbers):
                 grid[r, c] = float(np.mean(numbers))
+    given = ax is not None
     if ax is None:
         fig, ax = plt.subplots(figsize=(0.9 * len(xs) + 2.2, 0.5 * len(ys) + 1.6))
     else:
@@ -85,5 +86,8 @@ def grid_figure(sweep, x, y=None, value="image", where=None, ax=None):
     note = fixed + [f"mean over {k}" for k in free]
     ax.set_title(value + (f"  ({', '.join(note)})" if note else ""), fontsize=9)
     fig.tight_layout()
+    if given:  # several heat maps may share the figure: the numbers go with their axes
+        ax.values = grid
+        return ax
     fig.values = grid
     return fig
