@@ -367,6 +367,8 @@ class Sweep:
                 found = self.store.load_cell(self.names[i], self._cell_fps[i], self.metrics)
                 if found is not None:
                     self.results[i], self.status[i] = found, "done"
+                else:
+                    self.store.check_free(self.names[i])  # before any work
 
     def _check_executor(self):
         ex = self.executor

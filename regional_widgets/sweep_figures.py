@@ -70,14 +70,23 @@ def grid_figure(sweep, x, y=None, value="image", where=None, ax=None):
         fig, ax = plt.subplots(figsize=(0.9 * len(xs) + 2.2, 0.5 * len(ys) + 1.6))
     else:
         fig = ax.figure
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    finite = grid[np.isfinite(grid)]
+    if value.startswith("detail") and len(finite) and (finite > 0).all():
+        # a ratio: 1 (as detailed as a plain run) in the middle, under- and over-noised alike on a log scale
+        from matplotlib.colors import LogNorm
+
+        top = max(float(finite.max()), 1 / float(finite.min()), 1.1)
+        image = ax.imshow(grid, cmap="RdBu_r", norm=LogNorm(1 / top, top), aspect="auto")
+        dark = np.abs(np.log(np.where(np.isfinite(grid), grid, 1.0))) > 0.6 * np.log(top)
+    else:
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        dark = grid < np.nanmean(grid) if len(finite) else np.zeros(grid.shape, bool)
     fig.colorbar(image, ax=ax, fraction=0.046)
     for r in range(len(ys)):
         for c in range(len(xs)):
             if np.isfinite(grid[r, c]):
-                light = grid[r, c] < np.nanmean(grid)
                 ax.text(c, r, f"{grid[r, c]:.3g}", ha="center", va="center", fontsize=7,
-                        color="white" if light else "black")
+                        color="white" if dark[r, c] else "black")
     ax.set_xticks(range(len(xs)), [str(v) for v in xs], fontsize=7, rotation=30)
     ax.set_yticks(range(len(ys)), [str(v) for v in ys] if y is not None else [""], fontsize=7)
     ax.set_xlabel(x)

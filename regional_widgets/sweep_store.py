@@ -1,8 +1,9 @@
 """A sweep's store: a folder with one ``<name>.safetensors`` per finished cell (its final latent and
 thumbnail, the cell's fingerprint in the header), ``<name>.session/`` (the finished session, for
 `Sweep.open`) and ``sweep.json`` (the index: the session's fingerprint, each cell's values and
-metrics). The index is written last, atomically, after each cell: a cell counts as finished only
-once it is listed, so an interrupted sweep resumes where it stopped.
+metrics). The index is written atomically before a cell's files (listing the cell as incomplete,
+so its files are known to be ours) and after them (complete): a cell counts as finished only once
+it is listed complete, so an interrupted sweep resumes where it stopped.
 
 Writes go through `io.paths` (inside the folder, no symlinks, atomic). Files the index does not
 list are never replaced or removed: a name taken by a foreign file raises `FileSafetyError`.
@@ -66,7 +67,7 @@ class SweepStore:
         """The stored cell (``result``, ``thumbnail``, metrics) if it matches the fingerprint and
         holds every metric asked for; None otherwise (the cell is then computed again)."""
         entry = self.cells.get(name)
-        if not entry or entry.get("fingerprint") != cell_fingerprint:
+        if not entry or not entry.get("complete") or entry.get("fingerprint") != cell_fingerprint:
             return None
         scalars = [m for m in metrics if m != "thumbnail"]
         if any(m not in entry.get("metrics", {}) for m in scalars):
@@ -98,33 +99,46 @@ class SweepStore:
 
     # ---- writing --------------------------------------------------------------------------------
 
+    def check_free(self, name: str):
+        """Raise `FileSafetyError` if a cell's file names are taken by files this store did not write."""
+        if self._ours(name):
+            return
+        for file_name in (f"{name}.safetensors", f"{name}.session"):
+            if inside(self.folder, file_name).exists():
+                raise FileSafetyError(f"{file_name!r}: already exists in {str(self.folder)!r} and was not written by "
+                                      "regional_widgets; not overwritten (remove it or choose another store)")
+
     def write_cell(self, name: str, cell_fingerprint: str, values: dict, out: dict, files: dict | None):
         """Write a finished cell's files, then list it in the index (atomically)."""
         from safetensors.torch import save
 
+        ours = self._ours(name)
+        self.check_free(name)
+        metrics = {k: v for k, v in out.items() if k not in ("result", "thumbnail")}
+        # listed (as incomplete) before its files are written: a crash in between leaves files that
+        # are known to be ours, replaced on the next run
+        self.cells[name] = {"fingerprint": cell_fingerprint, "values": values, "metrics": metrics,
+                            "files": [f"{name}.safetensors", f"{name}.session"], "complete": False}
+        self._write_index()
         tensors = {"result": torch.from_numpy(np.ascontiguousarray(out["result"]))}
         if out.get("thumbnail") is not None:
             tensors["thumbnail"] = torch.from_numpy(np.ascontiguousarray(out["thumbnail"]))
         meta = {"format": FORMAT, "fingerprint": cell_fingerprint, "values": json.dumps(values)}
-        write_atomic(self.folder, f"{name}.safetensors", save(tensors, metadata=meta), replace_ok=self._ours_file)
+        write_atomic(self.folder, f"{name}.safetensors", save(tensors, metadata=meta), replace_ok=lambda _: ours)
         if files is not None:
-            self._write_folder(f"{name}.session", files, name)
-        metrics = {k: v for k, v in out.items() if k not in ("result", "thumbnail")}
-        self.cells[name] = {"fingerprint": cell_fingerprint, "values": values, "metrics": metrics,
-                            "files": [f"{name}.safetensors", f"{name}.session"]}
+            self._write_folder(f"{name}.session", files)
+        self.cells[name]["complete"] = True
+        self._write_index()
+
+    def _write_index(self):
         data = json.dumps(self.index, indent=1, allow_nan=False).encode()
         write_atomic(self.folder, INDEX, data, replace_ok=lambda _: self._had_index)
         self._had_index = True
 
-    def _ours_file(self, path: Path) -> bool:
-        return path.name.endswith(".safetensors") and self._ours(path.name[:-len(".safetensors")])
-
-    def _write_folder(self, folder_name: str, files: dict, name: str):
-        """A folder written whole under a temporary name, then renamed into place."""
+    def _write_folder(self, folder_name: str, files: dict):
+        """A folder written whole under a temporary name, then renamed into place (an old one of
+        ours is replaced)."""
         final = inside(self.folder, folder_name)
-        if final.exists() and not self._ours(name):
-            raise FileSafetyError(f"{folder_name!r}: already exists in {str(self.folder)!r} and was not written "
-                                  "by this sweep; not replaced (remove it or choose another store)")
         tmp = Path(tempfile.mkdtemp(prefix=".rw-", suffix=".tmp", dir=self.folder))
         try:
             for file_name, data in files.items():

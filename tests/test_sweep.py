@@ -149,6 +149,11 @@ def test_store_resumes_and_touches_only_its_files(model, serial, tmp_path, monke
     with pytest.raises(FileSafetyError, match="not written by regional_widgets"):
         rw.sweep(make_session(model), GRID, executor="serial", store=other, progress=False)
     assert (other / f"{names[0]}.safetensors").read_bytes() == b"not ours"
+    (other / f"{names[0]}.safetensors").unlink()
+    (other / f"{names[1]}.session").mkdir()
+    with pytest.raises(FileSafetyError, match="not written by regional_widgets"):
+        rw.sweep(make_session(model), GRID, executor="serial", store=other, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == [f"{names[1]}.session"]  # checked before any work
 
 
 def test_interrupt_keeps_finished_cells_and_resumes(model, serial, tmp_path):
@@ -165,6 +170,21 @@ def test_interrupt_keeps_finished_cells_and_resumes(model, serial, tmp_path):
     resumed = rw.sweep(make_session(model), GRID, executor="serial", store=tmp_path, run=False)
     assert resumed.status == ["done", "done", "pending", "pending"]
     assert_same(serial, resumed.run(progress=False))
+
+
+def test_a_crash_while_a_cell_is_written_is_repaired(model, serial, tmp_path, monkeypatch):
+    store_class = sys.modules["regional_widgets.sweep_store"].SweepStore
+    real = store_class._write_folder
+
+    def crash(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(store_class, "_write_folder", crash)
+    with pytest.raises(KeyboardInterrupt):
+        rw.sweep(make_session(model), GRID, executor="serial", store=tmp_path, progress=False)
+    name = serial.names[0]
+    assert (tmp_path / f"{name}.safetensors").exists() and not (tmp_path / f"{name}.session").exists()
+    monkeypatch.setattr(store_class, "_write_folder", real)
+    assert_same(serial, rw.sweep(make_session(model), GRID, executor="serial", store=tmp_path, progress=False))
 
 
 def test_stop_cancels_pending_dask_cells(model, serial, client):
