@@ -91,6 +91,8 @@ def load_model(spec):
         if spec.get("model") not in ("ToyWorld", "DiffusersModel"):
             raise UsageError("the session names a model this command does not build from a file "
                              f"({str(spec)[:80]}); choose one with --model")
+        if spec.get("model") == "DiffusersModel":
+            _quiet_hf_loaders()
         try:
             return rw.models.from_spec(spec)
         except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
@@ -100,6 +102,7 @@ def load_model(spec):
     path = Path(spec)
     if not path.is_dir():
         raise UsageError(f"--model {spec}: expected 'toyworld' or the path of a diffusers folder")
+    _quiet_hf_loaders()
     try:
         model_class = rw.models.DiffusersModel
     except ImportError as err:
@@ -109,6 +112,24 @@ def load_model(spec):
         return model_class.from_pretrained(path)
     except (OSError, ValueError, KeyError, ImportError) as err:
         raise UsageError(f"--model {spec}: cannot load the diffusers folder: {_one_line(err)}") from None
+
+
+def _quiet_hf_loaders() -> None:
+    """diffusers/transformers log warnings and loading bars while reading a folder: a shell user sees
+    our progress bar and real errors only (their errors still raise)."""
+    import os
+
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("diffusers", "transformers"):
+        try:
+            logging = __import__(f"{name}.utils.logging", fromlist=["logging"])
+        except ImportError:
+            continue
+        logging.set_verbosity_error()
+        if hasattr(logging, "disable_progress_bar"):
+            logging.disable_progress_bar()
 
 
 def model_label(spec) -> str:

@@ -182,3 +182,20 @@ def test_the_model_a_saved_session_names(tmp_path):
         load_model({"factory": "os:system", "kwargs": {"command": "true"}})  # never imports code from a file
     with pytest.raises(UsageError, match="--model nowhere"):
         load_model("nowhere")
+
+
+def test_run_a_workflow_on_a_diffusers_folder(sources, tmp_path):
+    """``--model PATH``: a (tiny, random) SDXL folder on disk; no detail ratios without exemplars."""
+    from tests.models.tiny_families import saved, sdxl_pipeline
+
+    folder = saved(sdxl_pipeline(tmp_path), tmp_path / "sdxl")
+    result = cli("run", sources["workflow"], "--model", folder, "--out", "sd.png", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["model"] == str(folder) and summary["status"] == "done" and summary["steps"] == STEPS
+    assert summary["detail_ratios"] is None and "exemplars" in summary["detail_ratios_note"]
+    with Image.open(tmp_path / "sd.png") as image:
+        assert image.size == (64, 64)  # the workflow's 64 x 64 image through the folder's VAE
+    # the loaders' own warnings and bars are quiet: stderr holds our progress bar only
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+    assert "float32" not in result.stderr and "RegionalSamplerAdvanced" in result.stderr
