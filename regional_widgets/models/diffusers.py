@@ -356,10 +356,11 @@ class DiffusersModel:
 
     @property
     def spec(self):
-        """How to read this model again (folder path, dtype, device, timestep map) as plain data for
-        ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
+        """How to read this model again (folder path, dtype, device and the loading options) as plain data
+        for ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
         spec = getattr(self, "_spec", None)
-        return None if spec is None else dict(spec, timestep_map=self.timestep_map)
+        return None if spec is None else dict(spec, timestep_map=self.timestep_map, clip_layer=self.clip_layer,
+                                              offload_encoders=self.offload_encoders)
 
     # ---- the protocol ---------------------------------------------------------------------
 
@@ -671,7 +672,9 @@ def _load_component(sub: Path, library: str, class_name: str, torch_dtype, devic
     dtype = None if native else torch_dtype
     if dtype == torch.float16 and class_name.startswith("T5"):
         dtype = torch.bfloat16  # T5's activations overflow float16
-    return module.to(device=device, dtype=dtype).eval()
+    if dtype is not None:
+        module = module.to(dtype=dtype)
+    return (module.to(device) if device is not None else module).eval()
 
 
 def _local_folder(path) -> Path:

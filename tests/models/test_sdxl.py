@@ -313,3 +313,22 @@ def test_regional_session_runs_in_the_app_and_exports_a_workflow(model, tmp_path
     assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage"} <= kinds
     assert math.isclose(graph[next(k for k, n in graph.items() if n["class_type"] == "EmptyLatentImage")]
                         ["inputs"]["width"], 64)
+
+
+# -- memory and speed options -------------------------------------------------------------------
+
+def test_bfloat16_weights_and_encoder_offload(model, sdxl_folder):
+    half = DiffusersModel.from_pretrained(sdxl_folder[1], torch_dtype=torch.bfloat16, offload_encoders=True)
+    assert half.dtype == torch.bfloat16 and half.text_encoder_2.dtype == torch.bfloat16
+    moves = []
+    for encoder in (half.text_encoder, half.text_encoder_2):
+        original = encoder.to
+        encoder.to = lambda *a, _orig=original, **k: moves.append(str(a[0] if a else k)) or _orig(*a, **k)
+    cond = half.encode("a sky cat")
+    assert moves == ["cpu"] * 4  # each encoder: to the network's device (the CPU here), then back to the CPU
+    assert half.text_encoder.device.type == "cpu"
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(7))
+    out = half(x, torch.tensor([2.0]), cond)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, model(x, torch.tensor([2.0]), model.encode("a sky cat")), atol=0.15, rtol=0)
+    assert half.spec["torch_dtype"] == "bfloat16"
