@@ -23,12 +23,11 @@ from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, valida
 from . import coherent, regional
 from .arena import Arena, Slot
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
-                     Value, check_choice, check_index_list, check_int, check_instance)
+                     Value, check_choice, check_index_list, check_int)
 from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
 from .sampling import recovery
 from .sampling.noise import VARIATION_METHODS
-from .sampling.recovery import check_additional
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
 MODES = ("faithful", "coherent")
@@ -300,8 +299,7 @@ class RegionalSamplerSession(HasTraits):
     def _check_run(self, **proposed):
         """Cross-parameter checks with ``proposed`` values in place (single values are checked by their traits)."""
         p = {name: proposed[name] if name in proposed else getattr(self, name)
-             for name in ("mode", "steps", "start_at_step", "end_at_step", "denoise", "additional_mode",
-                          "additional_sampler", "additional_sigma_ratio")}
+             for name in ("steps", "start_at_step", "end_at_step", "denoise")}
         if self.node == "RegionalSamplerAdvanced":
             end = min(p["steps"], p["end_at_step"])
             if p["start_at_step"] >= end:
@@ -313,12 +311,6 @@ class RegionalSamplerSession(HasTraits):
                 raise ParameterError(f"denoise: steps / denoise = {p['steps']} / {p['denoise']!r} = {total} schedule "
                                      f"steps, over the maximum {MAX_STEPS}; expected denoise >= "
                                      f"{p['steps'] / MAX_STEPS:g} for {p['steps']} steps")
-        try:
-            check_additional(p["additional_mode"], p["additional_sampler"], p["additional_sigma_ratio"])
-        except ParameterError:
-            raise
-        except ValueError as err:
-            raise ParameterError(str(err)) from None
 
     # ---- planning and change tracking --------------------------------------------------------
 

@@ -178,7 +178,8 @@ def test_regions_none_and_empty_latents_are_refused():
 
 def test_the_overlap_factor_is_bounded_and_the_largest_is_fast():
     s = stepped()
-    refused(s, lambda: setattr(s, "overlap_factor", 10001), r"overlap_factor: expected an integer in 0\.\.10000, got 10001")
+    refused(s, lambda: setattr(s, "overlap_factor", 10001),
+            r"overlap_factor: expected an integer in 0\.\.10000, got 10001")
     s.overlap_factor = 10000  # the reference's largest: instant, everything is grown to the whole picture
     s.step()
     assert all(bool(m.all()) for m in s._context().region_masks[1:])

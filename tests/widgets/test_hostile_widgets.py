@@ -48,3 +48,14 @@ def test_panel_selection_out_of_range_is_refused_and_never_parts_from_the_canvas
     assert panel.selected == 1
     s.regions = s.regions[:1]
     assert panel.selected == canvas.active_region == 1
+
+
+@pytest.mark.parametrize("name", ["sampler", "scheduler", "variation_method"])
+def test_a_region_dropdown_set_to_none_shows_the_error_and_changes_nothing(name):
+    s = make_session()
+    s.step()
+    row = RegionPanel(s).rows[1]
+    before = snapshot(s)
+    row.fields[name].widget.value = None
+    assert row.error.message.startswith(f"{name}: unknown ") and "None" in row.error.message
+    assert changed(before, snapshot(s)) == []
