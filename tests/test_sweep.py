@@ -275,3 +275,29 @@ def test_import_does_not_load_dask_or_pandas():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'pandas')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_diffusers_folder_is_its_spec(tmp_path):
+    from regional_widgets.models.diffusers import DiffusersModel
+    from tests.models.tiny_families import saved, sdxl_pipeline
+
+    folder = saved(sdxl_pipeline(tmp_path), tmp_path / "sdxl")
+    model = DiffusersModel.from_pretrained(folder, torch_dtype=torch.float64, clip_layer=-3)
+    assert rw.models.DiffusersModel.from_pipeline(sdxl_pipeline(tmp_path)).spec is None  # objects, not a folder
+    json.dumps(model.spec)
+    twin = rw.models.from_spec(model.spec)
+    assert twin.dtype == torch.float64 and twin.clip_layer == -3 and twin.timestep_map == model.timestep_map
+    mask = np.zeros((16, 16), np.float32)
+    mask[8:] = 1
+    config = rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=3.0, positive="sky")
+    session = rw.RegionalSamplerSession(model, rw.empty_latent(model, 16, 16), base=config, steps=3,
+                                        regions=[rw.Region(mask, rw.SamplerConfig(cfg=3.0, positive="cat"))])
+    grid = {"mode": ["faithful", "coherent"]}
+    here = rw.sweep(session, grid, executor="serial", progress=False)
+    assert here.metrics == ("sigma_spread", "model_calls", "wall_s", "thumbnail")  # no exemplars: no detail
+    assert_same_latents(here, rw.sweep(session, grid, executor=RecordingExecutor(), progress=False))
+
+
+def assert_same_latents(a, b):
+    assert a.status == b.status == ["done"] * len(a)
+    assert all(torch.equal(a.result(i), b.result(i)) for i in range(len(a)))

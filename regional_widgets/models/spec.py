@@ -56,7 +56,7 @@ def from_spec(spec: dict):
 
         from .diffusers import DiffusersModel
 
-        dtype = spec.get("torch_dtype")
-        return DiffusersModel.from_pretrained(spec["path"], torch_dtype=None if dtype is None else getattr(torch, dtype),
-                                              device=spec.get("device"), timestep_map=spec.get("timestep_map", "argmin"))
+        dtype = spec.pop("torch_dtype", None)
+        return DiffusersModel.from_pretrained(spec.pop("path"), torch_dtype=None if dtype is None else getattr(torch, dtype),
+                                              **spec)  # device, timestep_map and the loading options
     raise ValueError(f"spec: unknown model {kind!r}; expected 'ToyWorld', 'DiffusersModel' or a 'factory' spec")
