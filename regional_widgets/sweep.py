@@ -403,6 +403,9 @@ class Sweep:
         todo = [i for i, s in enumerate(self.status) if s != "done"]
         if not todo:
             return self
+        for i in todo:
+            self.errors.pop(i, None)
+            self.status[i] = "pending"
         ex = self.executor
         if ex is None and self._spec is None:
             warnings.warn(f"{type(self.session.model).__name__} has no spec: running the cells serially",

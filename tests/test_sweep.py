@@ -187,6 +187,23 @@ def test_a_crash_while_a_cell_is_written_is_repaired(model, serial, tmp_path, mo
     assert_same(serial, rw.sweep(make_session(model), GRID, executor="serial", store=tmp_path, progress=False))
 
 
+def test_a_failing_cell_is_reported_and_the_others_finish(model, serial, monkeypatch):
+    real = sweep_module.run_cell
+
+    def broken(model, doc, *args, **kwargs):
+        if doc["regions"][0]["config"]["sampler"] == "dpmpp_2m":
+            raise RuntimeError("out of memory")
+        return real(model, doc, *args, **kwargs)
+    monkeypatch.setattr(sweep_module, "run_cell", broken)
+    study = rw.sweep(make_session(model), GRID, executor="serial", run=False)
+    with pytest.warns(UserWarning, match="2 cell\\(s\\) failed; cell 2: RuntimeError: out of memory"):
+        study.run(progress=False)
+    assert study.status == ["done", "done", "error", "error"]
+    monkeypatch.setattr(sweep_module, "run_cell", real)
+    assert_same(serial, study.run(progress=False))
+    assert study.errors == {}
+
+
 def test_stop_cancels_pending_dask_cells(model, serial, client):
     study = rw.sweep(make_session(model), GRID, executor=client, run=False)
     study.run(progress=False, on_cell=lambda i: study.stop())
