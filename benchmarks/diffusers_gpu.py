@@ -247,9 +247,10 @@ def main(argv=None):
     for label, (ms, calls) in rows.items():
         print(f"{label:10} {ms:9.2f} {calls:11g} {ms / calls:9.2f}")
     pipeline_ms = rows["pipeline"][0]
+    per_call = {label: ms / calls for label, (ms, calls) in rows.items()}
     print(f"session regional step / pipeline step: {rows['session'][0] / pipeline_ms:.2f}x; "
           f"wrapper step / pipeline step: {rows['wrapper'][0] / pipeline_ms:.2f}x; "
-          f"per call: session / pipeline {rows['session'][0] / rows['session'][1] / (pipeline_ms / rows['pipeline'][1]):.2f}x")
+          f"per call: session / pipeline {per_call['session'] / per_call['pipeline']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -225,6 +225,16 @@ def unpack_flux(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x.reshape(batch, features // 4, rows * 2, cols * 2)[:, :, :height, :width]
 
 
+def clip_layer_output(hidden_states, layer: int, final_norm=None) -> torch.Tensor:
+    """CLIPSetLastLayer(``layer``): ``hidden_states[layer]`` (the embeddings first, then one entry per
+    layer), followed by the final layer norm only where the family's encoder applies it (SD1.x/SD2.x).
+    So -1 is the last layer and -2 the penultimate, for every CLIP encoder of the model at once.
+    diffusers' ``clip_skip=k`` means ``hidden_states[-(k + 2)]`` in SDXL/SD3 (default -2 in both):
+    CLIPSetLastLayer(-1) there has no diffusers twin."""
+    hidden = hidden_states[layer]
+    return final_norm(hidden) if final_norm is not None else hidden
+
+
 def _encoder_kind(family: str) -> dict:
     """Per family: the default CLIP layer and whether the final layer norm follows it."""
     if family in ("sd1", "sd2"):
@@ -356,11 +366,10 @@ class DiffusersModel:
 
     @property
     def spec(self):
-        """How to read this model again (folder path, dtype, device and the loading options) as plain data
-        for ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
+        """How to read this model again (folder path, dtype, device, timestep map) as plain data for
+        ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
         spec = getattr(self, "_spec", None)
-        return None if spec is None else dict(spec, timestep_map=self.timestep_map, clip_layer=self.clip_layer,
-                                              offload_encoders=self.offload_encoders)
+        return None if spec is None else dict(spec, timestep_map=self.timestep_map)
 
     # ---- the protocol ---------------------------------------------------------------------
 
@@ -549,9 +558,8 @@ class DiffusersModel:
             with self._encoder_on_device(encoder) as enc, torch.no_grad():
                 body = getattr(enc, "text_model", enc)  # transformers 5's CLIPTextModel is the body itself
                 out = body(ids.to(enc.device), output_hidden_states=True)
-                hidden = out.hidden_states[layer]
-                if kind["final_norm"]:
-                    hidden = body.final_layer_norm(hidden)
+                norm = body.final_layer_norm if kind["final_norm"] else None
+                hidden = clip_layer_output(out.hidden_states, layer, norm)
                 vector = out.pooler_output
                 if pooled == "projected":
                     vector = enc.text_projection(vector)

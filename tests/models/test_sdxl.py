@@ -71,9 +71,9 @@ def test_folder_is_recognised_with_its_sampling_and_latent_format(model):
     assert model.encode("a sky cat") is cond  # cached
 
 
-def test_parity_with_the_sdxl_pipeline(pipe, model):
+def test_parity_with_the_sdxl_pipeline(pipe, sdxl_folder):
     """negative_prompt="" (where both encode the empty prompt), Karras sigmas, Euler, cfg 5."""
-    model.timestep_map = "log_interp"  # how diffusers places custom sigmas
+    model = DiffusersModel.from_pretrained(sdxl_folder[1], timestep_map="log_interp")  # how diffusers places sigmas
     sigmas = calculate_sigmas(model.model_sampling, "karras", 4)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     out = pipe("a sky cat", negative_prompt="", height=64, width=64, sigmas=sigmas.tolist(), guidance_scale=5.0,
@@ -83,7 +83,6 @@ def test_parity_with_the_sdxl_pipeline(pipe, model):
     error = relative_error(ours, out)
     print(f"\nSDXL parity (Euler, 4 steps, cfg 5): max rel. error {error:.2e}")
     assert error <= 1e-4
-    model.timestep_map = "argmin"
 
 
 def test_adm_matches_the_reference_numbers_and_what_the_unet_embeds(model):
@@ -121,8 +120,7 @@ def test_difference_empty_negative_is_encoded_not_zeros(pipe, model):
     _, neg, _, neg_pooled = pipe.encode_prompt("a sky cat", device="cpu", negative_prompt=None)
     assert not neg.any() and not neg_pooled.any()
     empty = model.encode("")
-    assert empty.context.abs().min() > 0 or empty.context.abs().sum() > 0
-    assert empty.pooled.abs().sum() > 0
+    assert empty.context.abs().sum() > 0 and empty.pooled.abs().sum() > 0
     _, neg_encoded, _, neg_pooled_encoded = pipe.encode_prompt("a sky cat", device="cpu", negative_prompt="")
     torch.testing.assert_close(empty.context, neg_encoded, atol=1e-6, rtol=0)
     torch.testing.assert_close(empty.pooled, neg_pooled_encoded, atol=1e-6, rtol=0)

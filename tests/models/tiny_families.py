@@ -91,7 +91,8 @@ def sd3_pipeline(tmp, identity_l_projection: bool = True, with_t5: bool = True) 
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=48,
-                                        caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16).eval()
+                                        caption_projection_dim=16, pooled_projection_dim=32,
+                                        pos_embed_max_size=16).eval()
     clip_l = clip_encoder(16, True, 3)
     if identity_l_projection:  # where diffusers' projected CLIP-L pooled equals the reference's unprojected one
         with torch.no_grad():
