@@ -172,6 +172,8 @@ class RegionalSamplerSession(HasTraits):
         self._grow_cache: dict = {}  # grown region masks, by mask array (painting forks often)
         self._arena = Arena()  # history snapshots, packed into fixed-size slots
         self._pack_memo: dict = {}
+        self._ops, self._starts, self._ctx, self._coherent_plan, self._state = [], [0], None, None, None
+        self._history, self._history_bytes, self._sealed = [], 0, 0
         samples, batch_index = self._unpack_latent(latent)
         super().__init__(base=base if base is not None else SamplerConfig(), regions=list(regions),
                          latent_image=samples, **params)
@@ -402,8 +404,8 @@ class RegionalSamplerSession(HasTraits):
 
     def _internal(self) -> tuple:
         """Everything a step or a parameter change may replace (all of it immutable or copied here)."""
-        return (self._ops, self._starts, self._ctx, getattr(self, "_coherent_plan", None), self._state,
-                list(self._history), self._history_bytes, self._sealed)
+        return (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, list(self._history),
+                self._history_bytes, self._sealed)
 
     def _restore_internal(self, saved):
         (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, self._history, self._history_bytes,
@@ -449,16 +451,18 @@ class RegionalSamplerSession(HasTraits):
         return len(self._starts) - 1
 
     def reset(self):
-        """Back to the start of the run (with the current parameters)."""
-        self._check_run()
-        self._ops = self._plan()
-        self._starts = regional.group_starts(self._ops)
-        self._ctx = None
-        self._state = regional.initial_state(self.latent_image)
-        self._history = [self._state]
-        self._history_bytes = _history_nbytes(self._history)
-        self._sealed = 0
-        self._publish(self._state)
+        """Back to the start of the run (with the current parameters); atomic like a step."""
+        def restart():
+            self._check_run()
+            self._ops = self._plan()
+            self._starts = regional.group_starts(self._ops)
+            self._ctx = None
+            self._state = regional.initial_state(self.latent_image)
+            self._history = [self._state]
+            self._history_bytes = _history_nbytes(self._history)
+            self._sealed = 0
+            self._publish(self._state)
+        self._atomic(restart)
 
     def _latent_masks(self):
         h, w = self.latent_image.shape[-2:]

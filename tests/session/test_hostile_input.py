@@ -293,3 +293,21 @@ def test_substep_is_atomic_against_observers(exc):
     s.substep()
     fresh.substep()
     assert s.phase == fresh.phase and torch.equal(s.latent, fresh.latent)
+
+
+def test_an_interrupted_reset_leaves_the_session_as_it_was(monkeypatch):
+    s = stepped()
+    before = snapshot(s)
+    real = s._publish
+    calls = []
+
+    def interrupted(state):
+        calls.append(state)
+        if len(calls) == 1:
+            raise KeyboardInterrupt()  # after the new plan and history are in place
+        real(state)
+
+    monkeypatch.setattr(s, "_publish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.reset()
+    assert changed(before, snapshot(s)) == [] and s.cursor == before["_cursor"] > 0
