@@ -366,10 +366,11 @@ class DiffusersModel:
 
     @property
     def spec(self):
-        """How to read this model again (folder path, dtype, device, timestep map) as plain data for
-        ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
+        """How to read this model again (folder path, dtype, device and the loading options) as plain data
+        for ``models.from_spec``; None for a model built from objects (`from_pipeline`, the constructor)."""
         spec = getattr(self, "_spec", None)
-        return None if spec is None else dict(spec, timestep_map=self.timestep_map)
+        return None if spec is None else dict(spec, timestep_map=self.timestep_map, clip_layer=self.clip_layer,
+                                              offload_encoders=self.offload_encoders)
 
     # ---- the protocol ---------------------------------------------------------------------
 
