@@ -707,48 +707,47 @@ class RegionalSamplerSession(HasTraits):
 
     @classmethod
     def load(cls, path, model) -> "RegionalSamplerSession":
-        """Read a folder written by `save`; a damaged or mismatched file raises and builds nothing."""
+        """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
+        (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
+        from .io.paths import FileSafetyError
         from .io.session_files import SessionFileError, read_session
 
-        doc, masks, tensors = read_session(path)
+        doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale)
         try:
             return cls._from_saved(doc, masks, tensors, model)
-        except SessionFileError:
+        except (SessionFileError, FileSafetyError):
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise SessionFileError(f"session file: invalid content ({type(err).__name__}: {err})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise SessionFileError(f"session.json: invalid content ({type(err).__name__}: {err})") from None
 
     @classmethod
     def _from_saved(cls, doc, masks, tensors, model):
-        from .io.session_files import SessionFileError
+        """A session from checked file contents; the saved state is checked against the plan before use."""
+        from .io.session_files import SessionFileError, check_extra, check_state, unpack_tree
 
-        regions_doc = doc["regions"]
-        if len(masks) != len(regions_doc):
-            raise SessionFileError(f"masks.npz: {len(masks)} masks for {len(regions_doc)} regions")
-        if doc["latent_channels"] != model.latent_channels:
-            raise SessionFileError(f"model: the session was saved with a {doc['latent_channels']}-channel model, "
-                                   f"this one has {model.latent_channels}")
         regions = [Region(masks[f"region_{j}"], SamplerConfig(**r["config"]), r["variation_seed"],
-                          r["variation_strength"], r["variation_method"]) for j, r in enumerate(regions_doc, 1)]
+                          r["variation_strength"], r["variation_method"]) for j, r in enumerate(doc["regions"], 1)]
         latent = tensors["latent_image"]
         if doc.get("batch_index") is not None:
             latent = {"samples": latent, "batch_index": doc["batch_index"]}
         session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
                       quirks=Quirks(**doc.get("quirks", {})), mode=doc.get("mode", "faithful"), **doc["parameters"])
         cursor = doc["cursor"]
-        if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(session._ops):
-            raise SessionFileError(f"session.json: cursor {cursor!r} is outside this run's 0..{len(session._ops)}")
-        extra = doc["state"]
-        from .io.session_files import unpack_tree
-
-        stored = doc.get("extra")
-        extra_tree = _live_extra(session, unpack_tree(stored, tensors)) if stored else None
+        if cursor > len(session._ops):
+            raise SessionFileError(f"session.json: cursor: {cursor} is outside this run's 0..{len(session._ops)}")
+        kinds = [op.kind for op in session._ops[:cursor]]
+        check_state(doc, tensors, mode=session.mode, kinds=kinds, done=cursor == len(session._ops),
+                    restore_latent=session.restore_latent)
+        extra_tree = None
+        if doc.get("extra") is not None:
+            plain = unpack_tree(doc["extra"], tensors)
+            check_extra(plain, session.latent_image.shape, len(session.regions) + 1, kinds)
+            extra_tree = _live_extra(session, plain)
+        saved = doc["state"]
         state = regional.RunState(**{n: tensors.get(f"state.{n}") for n in _STATE_TENSORS}, cursor=cursor,
-                                  sigma=extra["sigma"], sigma_next=extra["sigma_next"],
-                                  model_calls=extra["model_calls"], passes=tuple(extra["passes"]),
+                                  sigma=saved["sigma"], sigma_next=saved["sigma_next"],
+                                  model_calls=saved["model_calls"], passes=tuple(saved["passes"]),
                                   extra=extra_tree)
-        if state.latent is None or state.latent.shape != session.latent_image.shape:
-            raise SessionFileError("latents.safetensors: the saved state does not match the latent's shape")
         if cursor:
             # earlier states are recomputed on demand (with the loaded settings) when scrubbed to
             session._history = [session._history[0]] + [None] * (cursor - 1) + [state]
