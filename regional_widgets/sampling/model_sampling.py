@@ -76,6 +76,17 @@ def _per_item(sigma, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1))
 
 
+def noise_scaling(parametrisation: str, sigma, noise: torch.Tensor, latent: torch.Tensor,
+                  max_denoise: bool = False) -> torch.Tensor:
+    """`ModelSampling.noise_scaling` of a parametrisation (``"eps"``, ``"v"``, ``"const"``), for code
+    that holds only the parametrisation's name (a sampler's plain-data state)."""
+    sigma = _per_item(sigma, noise)
+    if parametrisation == "const":
+        return sigma * noise + (1.0 - sigma) * latent
+    scale = torch.sqrt(1.0 + sigma ** 2.0) if max_denoise else sigma
+    return noise * scale + latent
+
+
 class ModelSampling:
     """A parametrisation (``"eps"``, ``"v"``, ``"const"``) with a schedule (the subclasses).
 
@@ -121,11 +132,7 @@ class ModelSampling:
         """The state at ``sigma`` from a clean ``latent`` and unit ``noise``: a call's start and the
         masked re-noise. EPS/V: ``n*sigma + L`` (``n*sqrt(1 + sigma^2) + L`` with ``max_denoise``);
         CONST: ``sigma*n + (1 - sigma)*L`` whatever ``max_denoise``."""
-        sigma = _per_item(sigma, noise)
-        if self.is_const:
-            return sigma * noise + (1.0 - sigma) * latent
-        scale = torch.sqrt(1.0 + sigma ** 2.0) if max_denoise else sigma
-        return noise * scale + latent
+        return noise_scaling(self.parametrisation, sigma, noise, latent, max_denoise)
 
     def inverse_noise_scaling(self, sigma, latent: torch.Tensor) -> torch.Tensor:
         """What a sampler call returns for its final state at ``sigma``: EPS/V the state itself,

@@ -4,10 +4,11 @@ import torch
 
 from regional_widgets.models.base import cfg_denoiser
 from regional_widgets.sampling import samplers
-from regional_widgets.sampling.model_sampling import sd15_model_sampling
+from regional_widgets.sampling.model_sampling import flux_model_sampling, sd15_model_sampling, sd3_model_sampling
 from regional_widgets.sampling.noise import BrownianTreeNoiseSampler
 from regional_widgets.sampling.schedules import sampler_sigmas, sd15_sigmas
-from tests.oracles import FIXTURE_IDX, fixture_denoiser, fixture_model, gaussian_denoiser
+from tests.oracles import FIXTURE_IDX, FIXTURE_MU, fixture_denoiser, fixture_model, gaussian_denoiser
+from tests.oracles_flow import flow_fixture_model, flow_mixture_denoiser
 
 TABLE = sd15_sigmas()
 MODEL_SAMPLING = sd15_model_sampling()
@@ -47,6 +48,35 @@ def test_stepping_equals_fused_bitwise(name, scheduler, denoiser):
         stepped.append(state.x)
     assert torch.equal(state.x, fused)
     assert len(stepped) == len(fused_trace) and all(torch.equal(a, b) for a, b in zip(stepped, fused_trace))
+
+
+@pytest.mark.parametrize("denoiser", ["plain", "cfg"])
+@pytest.mark.parametrize("sampling, scheduler", [("sd3", "simple"), ("sd3", "normal"), ("flux", "beta")])
+@pytest.mark.parametrize("name", samplers.SAMPLER_NAMES)
+def test_stepping_equals_fused_bitwise_on_const(name, sampling, scheduler, denoiser):
+    """The same on a flow (CONST) model: the CONST forms and the first-sigma offset live in the state."""
+    model_sampling = sd3_model_sampling() if sampling == "sd3" else flux_model_sampling()
+    D = flow_mixture_denoiser([FIXTURE_MU, -FIXTURE_MU], 0.1)
+    if denoiser == "cfg":
+        model, _ = flow_fixture_model("simple10_cfg")
+        D = cfg_denoiser(model, model.encode("positive"), model.encode("negative"), 1.5)
+    sigmas = sampler_sigmas(model_sampling, name, scheduler, 8)
+    x = model_sampling.noise_scaling(sigmas[0], start_x(sigmas), torch.zeros(2, 2, 4, 4))
+    fused_trace = []
+    fused = samplers.sample(D, x, sigmas, name, seed=3, model_sampling=model_sampling,
+                            callback=lambda info: fused_trace.append(info["x"]))
+    state = samplers.start(name, x, sigmas, seed=3, model_sampling=model_sampling)
+    stepped = []
+    while not state.done:
+        again = samplers.step(D, state)
+        state = samplers.step(D, state)
+        assert torch.equal(again.x, state.x)
+        stepped.append(state.x)
+    assert torch.isfinite(state.x).all()
+    assert torch.equal(state.x, fused)
+    assert len(stepped) == len(fused_trace) and all(torch.equal(a, b) for a, b in zip(stepped, fused_trace))
+    eps_run = samplers.sample(D, x, sigmas, name, seed=3)  # no model sampling: SD1.5's EPS forms
+    assert torch.equal(eps_run, fused) == (not samplers.get_sampler(name).model_sampling)
 
 
 def split_run(name, sigmas, x):

@@ -12,21 +12,28 @@ from __future__ import annotations
 
 from .core import StepOut, ancestral_step, call_model_uncond, register
 from .dpmpp import sigma_fn, t_fn
+from .sde import half_log_snr
 
 
-def _alpha(sigma):
-    """``s * exp(lam(s))``: 1 in exact arithmetic, not always in float32 (kept for bit-identity)."""
-    return sigma * t_fn(sigma).exp()
+def _alpha(sigma, lam=t_fn):
+    """``s * exp(lam(s))``: 1 (EPS) or 1 - s (CONST) in exact arithmetic, not always in float32
+    (kept for bit-identity)."""
+    return sigma * lam(sigma).exp()
 
 
-@register("euler_ancestral_cfg_pp", noise="default", uncond=True)
+@register("euler_ancestral_cfg_pp", noise="default", uncond=True, model_sampling=True)
 def euler_ancestral_cfg_pp(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
-    """CFG++ Euler to ``sigma_down`` from the unconditional direction, then fresh noise ``sigma_up``."""
+    """CFG++ Euler to ``sigma_down`` from the unconditional direction, then fresh noise ``sigma_up``.
+
+    On a flow (CONST) model the alphas are ``s exp(lam(s))`` with the flow lambda (about 1 - s) and
+    the split runs on the VE sigmas ``s / alpha``; at sigma 1 (alpha 0) the step is a full re-noise.
+    """
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised, uncond = call_model_uncond(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
-    alpha_s, alpha_t = _alpha(sigma), _alpha(sigma_next)
+    lam = half_log_snr(memory)[0]
+    alpha_s, alpha_t = _alpha(sigma, lam), _alpha(sigma_next, lam)
     d = (x - alpha_s * uncond) / sigma
     sigma_down, sigma_up = ancestral_step(sigma / alpha_s, sigma_next / alpha_t, eta)
     sigma_down = alpha_t * sigma_down
@@ -36,7 +43,7 @@ def euler_ancestral_cfg_pp(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=
     return StepOut(x, denoised, memory)
 
 
-@register("euler_cfg_pp", uncond=True)
+@register("euler_cfg_pp", uncond=True, model_sampling=True)
 def euler_cfg_pp(model, x, sigmas, i, memory, noise):
     """CFG++ Euler (DDIM): ``x' = D + (sigma' / sigma) (x - U)``; the step to 0 gives x = D."""
     return euler_ancestral_cfg_pp(model, x, sigmas, i, memory, noise, eta=0.0, s_noise=0.0)

@@ -5,7 +5,7 @@ import math
 
 from scipy import integrate
 
-from .core import StepOut, ancestral_step, call_model, register, to_d
+from .core import StepOut, ancestral_step, call_model, register, rf_ancestral_step, to_d
 
 
 @register("euler")
@@ -17,13 +17,24 @@ def euler(model, x, sigmas, i, memory, noise):
     return StepOut(x + d * (sigma_next - sigma), denoised, memory)
 
 
-@register("euler_ancestral", noise="default")
+@register("euler_ancestral", noise="default", model_sampling=True)
 def euler_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
-    """Euler to ``sigma_down``, then fresh noise of size ``sigma_up``; the step to 0 gives x = D."""
+    """Euler to ``sigma_down``, then fresh noise of size ``sigma_up``; the step to 0 gives x = D.
+
+    On a flow (CONST) model the RF form: a ratio step ``q x + (1 - q) D`` to ``sigma_down``, the
+    signal rescaled and the noise topped up (`rf_ancestral_step`).
+    """
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
+    if memory.get("const"):
+        sigma_down, rescale, c = rf_ancestral_step(sigma, sigma_next, eta)
+        q = sigma_down / sigma
+        x = q * x + (1 - q) * denoised
+        if eta > 0:
+            x = rescale * x + noise(sigma, sigma_next) * s_noise * c
+        return StepOut(x, denoised, memory)
     sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
     x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
     return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
@@ -62,16 +73,26 @@ def dpm_2(model, x, sigmas, i, memory, noise):
     return StepOut(_midpoint_move(model, x, d, sigma, sigma_next), denoised, memory)
 
 
-@register("dpm_2_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)")
+@register("dpm_2_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)", model_sampling=True)
 def dpm_2_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
-    """DPM-Solver-2 to ``sigma_down``, then fresh noise; Euler (no noise) if ``sigma_down`` is 0."""
+    """DPM-Solver-2 to ``sigma_down``, then fresh noise; Euler (no noise) if ``sigma_down`` is 0.
+
+    On CONST the RF split (`rf_ancestral_step`): the same move to its ``sigma_down``, then the
+    signal rescaled and noise of std ``c`` (drawn even when ``c`` is 0).
+    """
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
-    sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+    const = memory.get("const")
+    if const:
+        sigma_down, rescale, c = rf_ancestral_step(sigma, sigma_next, eta)
+    else:
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
     d = to_d(x, sigma, denoised)
     if sigma_down == 0:
         return StepOut(x + d * (sigma_down - sigma), denoised, memory)
     x = _midpoint_move(model, x, d, sigma, sigma_down)
+    if const:
+        return StepOut(rescale * x + noise(sigma, sigma_next) * s_noise * c, denoised, memory)
     return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
 
 

@@ -14,10 +14,20 @@ CFG++ samplers (``register(..., uncond=True)``) also need the raw unconditional 
 the same evaluation: they call `call_model_uncond(model, x, sigma) -> (D, U)`, which asks the
 denoiser's optional ``with_uncond(x, sigma_batch) -> (D, U)`` (`GuidedDenoiser`; the CFG layer in
 ``models.base`` builds one). A plain callable has no guidance, so its ``U`` is its ``D``.
+
+Flow (CONST) models (spec regional_sampler.md §3.6): a sampler whose rule depends on the model's
+sampling declares it (``register(..., model_sampling=True)``); `start` then resolves the model
+sampling passed to it (None: SD1.5's EPS one) and gives it to the sampler's ``setup(x, sigmas,
+model_sampling)``, or, without a setup, records ``memory["const"]`` (plain data, so states save).
+Samplers registered with ``const_offset=True`` (the 13 names of §3.6.1) run on CONST with a first
+sigma >= 1 replaced by ``percent_to_sigma(1e-4)``: `start` puts that working list in the state (the
+x is unchanged; a default Brownian tree still spans the list as passed). `final_sigma` is the sigma
+the end-of-call rescale (``inverse_noise_scaling``) uses.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Callable, Mapping, NamedTuple, Optional
 
 import torch
@@ -44,7 +54,8 @@ class SamplerDef:
     doc: str = ""
     inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
     uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
-    model_sampling: bool = False  # setup(x, sigmas, model_sampling): needs the model's sampling (sa_solver)
+    model_sampling: bool = False  # needs the model's sampling: setup(x, sigmas, model_sampling), else memory["const"]
+    const_offset: bool = False  # on CONST a first sigma >= 1 becomes percent_to_sigma(1e-4) (spec §3.6.1)
 
 
 @dataclass(frozen=True)
@@ -72,12 +83,35 @@ SAMPLERS: dict[str, SamplerDef] = {}
 
 
 def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False, uncond=False,
-             model_sampling=False):
+             model_sampling=False, const_offset=False):
     def wrap(fn):
         SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random, uncond,
-                                    model_sampling)
+                                    model_sampling or const_offset, const_offset)
         return fn
     return wrap
+
+
+CONST_OFFSET_PERCENT = 1e-4
+
+
+def const_offset_sigmas(sigmas: torch.Tensor, model_sampling) -> torch.Tensor:
+    """The working list of the (O) samplers on CONST: a first sigma >= 1 (of a list of at least 2)
+    replaced by ``percent_to_sigma(1e-4)`` in a copy; any other list is returned as it is."""
+    if not model_sampling.is_const or len(sigmas) < 2 or not sigmas[0] >= 1:
+        return sigmas
+    sigmas = sigmas.clone()
+    sigmas[0] = model_sampling.percent_to_sigma(CONST_OFFSET_PERCENT)
+    return sigmas
+
+
+def final_sigma(sampler: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """The sigma a call's end-of-call rescale (``inverse_noise_scaling``) uses: the last entry of the
+    sigma tensor after the sampler ran. uni_pc/uni_pc_bh2 overwrite a final 0 of the caller's
+    tensor with 0.001 (float32), so on CONST their run is returned divided by 1 - 0.001."""
+    last = sigmas[-1]
+    if sampler in ("uni_pc", "uni_pc_bh2") and last == 0:
+        return torch.full_like(last, 0.001)
+    return last
 
 
 class GuidedDenoiser:
@@ -130,6 +164,19 @@ def ancestral_step(sigma, sigma_next, eta=1.0):
     return sigma_down, sigma_up
 
 
+def rf_ancestral_step(sigma, sigma_next, eta=1.0):
+    """The flow (CONST) ancestral split (spec §3.6.3): ``(sigma_down, alpha_next / alpha_down, c)``.
+
+    A deterministic move to ``sigma_down`` times ``alpha_next / alpha_down`` restores the signal
+    level of ``sigma_next``; fresh noise of std ``c`` brings the noise std back to ``sigma_next``.
+    """
+    ratio = 1 + ((sigma_next / sigma) - 1) * eta
+    sigma_down = sigma_next * ratio
+    alpha_next, alpha_down = 1 - sigma_next, 1 - sigma_down
+    c = (sigma_next**2 - sigma_down**2 * alpha_next**2 / alpha_down**2) ** 0.5
+    return sigma_down, alpha_next / alpha_down, c
+
+
 def get_sampler(name) -> SamplerDef:
     if name not in SAMPLERS:
         raise ValueError(f"sampler: unknown name {name!r}; accepted: {', '.join(SAMPLERS)}")
@@ -156,13 +203,19 @@ def default_noise_sampler(sampler: SamplerDef, x, sigmas, seed):
     return None
 
 
+@lru_cache(maxsize=1)
+def _default_model_sampling():
+    return sd15_model_sampling()
+
+
 def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler=None,
           model_sampling=None) -> SamplerState:
     """The state before the first step of ``sampler`` over ``sigmas`` (x already at sigmas[0]).
 
     ``model_sampling``: the model's sampling, or a model that has one (or a bare sigma table), for
-    the samplers whose rule depends on it (sa_solver's noise interval is in the model's
-    ``percent_to_sigma``); None means SD1.5's discrete EPS sampling, the built-in model's.
+    the samplers whose rule depends on it (the CONST forms of spec §3.6; sa_solver's noise interval
+    is in the model's ``percent_to_sigma``); None means SD1.5's discrete EPS sampling, the built-in
+    model's. The state's ``sigmas`` are the sampler's working list (see `const_offset_sigmas`).
     """
     spec = get_sampler(sampler)
     sigmas = check_sigmas(sigmas)
@@ -172,8 +225,10 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
     if noise_sampler is None:
         noise_sampler = default_noise_sampler(spec, x, sigmas, seed)
     if spec.model_sampling:
-        sampling = sd15_model_sampling() if model_sampling is None else as_model_sampling(model_sampling)
-        memory = spec.setup(x, sigmas, sampling)
+        sampling = _default_model_sampling() if model_sampling is None else as_model_sampling(model_sampling)
+        if spec.const_offset:
+            sigmas = const_offset_sigmas(sigmas, sampling)
+        memory = spec.setup(x, sigmas, sampling) if spec.setup else {"const": sampling.is_const}
     else:
         memory = spec.setup(x, sigmas) if spec.setup else {}
     return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler)

@@ -4,7 +4,7 @@ The SDE variants (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde and their kin) are in `s
 """
 from __future__ import annotations
 
-from .core import StepOut, ancestral_step, call_model, register, to_d
+from .core import StepOut, ancestral_step, call_model, register, rf_ancestral_step, to_d
 
 
 def sigma_fn(t):
@@ -15,11 +15,43 @@ def t_fn(sigma):
     return sigma.log().neg()
 
 
-@register("dpmpp_2s_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)")
+def _flow_lam(sigma):
+    """dpmpp_2s_ancestral's own flow half-log-SNR form: ``log((1 - s) / s)``."""
+    return ((1 - sigma) / sigma).log()
+
+
+def _flow_sigma(lam_):
+    return (lam_.exp() + 1) ** -1
+
+
+def _dpmpp_2s_ancestral_rf(model, x, sigma, sigma_next, denoised, memory, noise, eta, s_noise, r=1 / 2):
+    """The RF form on CONST (spec §3.6.3): flow ratio steps via the flow-lambda midpoint (0.9999 at 1)."""
+    sigma_down, rescale, c = rf_ancestral_step(sigma, sigma_next, eta)
+    if sigma_next == 0:
+        x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+    else:
+        if sigma == 1.0:
+            sigma_mid = 0.9999
+        else:
+            lam_s, lam_down = _flow_lam(sigma), _flow_lam(sigma_down)
+            sigma_mid = _flow_sigma(lam_s + r * (lam_down - lam_s))
+        q = sigma_mid / sigma
+        denoised_2 = call_model(model, q * x + (1 - q) * denoised, sigma_mid)
+        q = sigma_down / sigma
+        x = q * x + (1 - q) * denoised_2
+    if sigma_next > 0 and eta > 0:
+        x = rescale * x + noise(sigma, sigma_next) * s_noise * c
+    return StepOut(x, denoised, memory)
+
+
+@register("dpmpp_2s_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)", model_sampling=True)
 def dpmpp_2s_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
-    """DPM-Solver++(2S) to ``sigma_down`` (Euler if it is 0), then fresh noise ``sigma_up``."""
+    """DPM-Solver++(2S) to ``sigma_down`` (Euler if it is 0), then fresh noise ``sigma_up``; on a
+    flow (CONST) model its RF form."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
+    if memory.get("const"):
+        return _dpmpp_2s_ancestral_rf(model, x, sigma, sigma_next, denoised, memory, noise, eta, s_noise)
     sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
     if sigma_down == 0:
         x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)

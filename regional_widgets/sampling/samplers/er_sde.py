@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .core import StepOut, call_model, register
-from .sde import lam
+from .sde import half_log_snr
 
 _POINTS = 200
 
@@ -20,11 +20,13 @@ def _noise_scaler(v):
     return v * ((v ** 0.3).exp() + 10.0)
 
 
-def er_sde_setup(x, sigmas):
+def er_sde_setup(x, sigmas, model_sampling):
+    """``L = exp(-lam(s))`` over the list: ``s`` on EPS, ``s / (1 - s)`` with the flow lambda (CONST)."""
+    lam = half_log_snr({"const": getattr(model_sampling, "is_const", False)})[0]
     return {"L": lam(sigmas).neg().exp(), "k": torch.arange(0, _POINTS, dtype=torch.float32, device=x.device)}
 
 
-@register("er_sde", setup=er_sde_setup, noise="default")
+@register("er_sde", setup=er_sde_setup, noise="default", const_offset=True)
 def er_sde(model, x, sigmas, i, memory, noise, s_noise=1.0, max_stage=3):
     """ER-SDE-Solver-3: up to three stages (``min(3, i + 1)``) plus ER-SDE noise."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]

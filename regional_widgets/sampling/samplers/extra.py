@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model_sampling import noise_scaling
 from .classic import euler
 from .core import StepOut, call_model, register, to_d
 
@@ -54,14 +55,16 @@ def ddpm(model, x, sigmas, i, memory, noise):
     return StepOut(mu, denoised, memory)
 
 
-@register("lcm", noise="default")
+@register("lcm", noise="default", model_sampling=True)
 def lcm(model, x, sigmas, i, memory, noise):
-    """Latent-consistency sampling: jump to the prediction, then re-noise it with fresh noise."""
+    """Latent-consistency sampling: jump to the prediction, then re-noise it with fresh noise through
+    the model's ``noise_scaling``: ``D + s' n`` (EPS), ``s' n + (1 - s') D`` on a flow (CONST) model."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
-    return StepOut(denoised + noise(sigma, sigma_next) * sigma_next, denoised, memory)
+    parametrisation = "const" if memory.get("const") else "eps"
+    return StepOut(noise_scaling(parametrisation, sigma_next, noise(sigma, sigma_next), denoised), denoised, memory)
 
 
 @register("ddim", inpaint_random=True)

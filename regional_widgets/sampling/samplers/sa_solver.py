@@ -18,7 +18,7 @@ import math
 import torch
 
 from .core import StepOut, call_model, register
-from .sde import lam
+from .sde import half_log_snr
 
 PREDICTOR_ORDER, CORRECTOR_ORDER = 3, 4
 TAU_INTERVAL = (0.2, 0.8)  # fractions of the run (percent_to_sigma) where the SDE noise is on
@@ -26,6 +26,7 @@ TAU_INTERVAL = (0.2, 0.8)  # fractions of the run (percent_to_sigma) where the S
 
 def sa_solver_setup(x, sigmas, model_sampling):
     s_start, s_end = (model_sampling.percent_to_sigma(p) for p in TAU_INTERVAL)
+    lam = half_log_snr({"const": getattr(model_sampling, "is_const", False)})[0]  # the flow lambda on CONST
     return {"lams": lam(sigmas), "tau_bounds": (s_start, s_end), "x_pred": x, "outputs": (),
             "tau": 0.0, "h": 0.0, "z": 0.0}
 
@@ -103,13 +104,13 @@ def _sa_solver_step(model, x, sigmas, i, memory, noise, pece, s_noise=1.0):
     return StepOut(x, denoised, {**memory, "x_pred": x_pred, "outputs": outputs, "tau": tau, "h": h, "z": z})
 
 
-@register("sa_solver", setup=sa_solver_setup, noise="default", model_sampling=True)
+@register("sa_solver", setup=sa_solver_setup, noise="default", const_offset=True)
 def sa_solver(model, x, sigmas, i, memory, noise):
     """SA-Solver, predictor order 3 / corrector order 4; x is the corrected state (one step behind)."""
     return _sa_solver_step(model, x, sigmas, i, memory, noise, pece=False)
 
 
-@register("sa_solver_pece", setup=sa_solver_setup, noise="default", model_sampling=True,
+@register("sa_solver_pece", setup=sa_solver_setup, noise="default", const_offset=True,
           nfe="2 (1 on the first step)")
 def sa_solver_pece(model, x, sigmas, i, memory, noise):
     """SA-Solver PECE: the model is evaluated again at the corrected point before predicting."""

@@ -5,6 +5,10 @@ Written in the reference's current float form (spec §3.5.4 b): half-log-SNR ``l
 but not in float32 are kept, in the reference's order of operations, so outputs are bit-identical.
 Each ``_gpu`` name is the same rule with its Brownian tree on the latent's device (``noise="brownian_gpu"``,
 see `noise.BrownianTreeNoiseSampler`); on a CPU run the two are bit-identical.
+
+On a flow (CONST) model (spec regional_sampler.md §3.6.4) the same rules run with the flow
+half-log-SNR ``lam = -logit(s)``, ``sigma = sigmoid(-lam)`` (`half_log_snr`), so every alpha factor
+becomes about ``1 - s``, and on a first sigma >= 1 (``const_offset``, see `core.const_offset_sigmas`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,21 @@ def sig(lam_):
     return lam_.neg().exp()
 
 
+def lam_const(sigma):
+    """The flow (CONST) half-log-SNR ``log((1 - s) / s)``, as ``-logit(s)``."""
+    return sigma.logit().neg()
+
+
+def sig_const(lam_):
+    """Its inverse ``1 / (1 + e^lam)``, as ``sigmoid(-lam)``."""
+    return lam_.neg().sigmoid()
+
+
+def half_log_snr(memory) -> tuple:
+    """``(lam, sig)`` for the model the sampler runs on: the flow forms if ``memory["const"]``."""
+    return (lam_const, sig_const) if memory.get("const") else (lam, sig)
+
+
 def dpmpp_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=1 / 2):
     """DPM-Solver++ SDE, single step: an ancestral move to ``lam + r h``, then the whole step.
 
@@ -31,10 +50,11 @@ def dpmpp_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=1 / 2)
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
-    lam_s, lam_t = lam(sigma), lam(sigma_next)
+    lam_fn, sig_fn = half_log_snr(memory)
+    lam_s, lam_t = lam_fn(sigma), lam_fn(sigma_next)
     h = lam_t - lam_s
     lam_1 = lam_s + r * h
-    sigma_1 = sig(lam_1)
+    sigma_1 = sig_fn(lam_1)
     alpha_s, alpha_1, alpha_t = sigma * lam_s.exp(), sigma_1 * lam_1.exp(), sigma_next * lam_t.exp()
     fac = 1 / (2 * r)
     noisy = eta > 0 and s_noise > 0
@@ -66,8 +86,9 @@ def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solve
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
-        return StepOut(denoised, denoised, {"old_denoised": denoised, "h_last": memory.get("h_last")})
-    lam_s, lam_t = lam(sigma), lam(sigma_next)
+        return StepOut(denoised, denoised, {**memory, "old_denoised": denoised, "h_last": memory.get("h_last")})
+    lam_fn = half_log_snr(memory)[0]
+    lam_s, lam_t = lam_fn(sigma), lam_fn(sigma_next)
     h = lam_t - lam_s
     h_eta = h * (eta + 1)
     alpha_t = sigma_next * lam_t.exp()
@@ -81,7 +102,7 @@ def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solve
             coef = (0.5 * alpha_t) * (-h_eta).expm1().neg()
         x = x + (coef * (1 / r)) * (denoised - old_denoised)
     x = _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise)
-    return StepOut(x, denoised, {"old_denoised": denoised, "h_last": h})
+    return StepOut(x, denoised, {**memory, "old_denoised": denoised, "h_last": h})
 
 
 def dpmpp_2m_sde_heun(model, x, sigmas, i, memory, noise):
@@ -96,9 +117,10 @@ def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     denoised_1, denoised_2 = memory.get("denoised_1"), memory.get("denoised_2")
     h_1, h_2 = memory.get("h_1"), memory.get("h_2")
     if sigma_next == 0:
-        return StepOut(denoised, denoised, {"denoised_1": denoised, "denoised_2": denoised_1,
+        return StepOut(denoised, denoised, {**memory, "denoised_1": denoised, "denoised_2": denoised_1,
                                             "h_1": h_1, "h_2": h_1})
-    lam_s, lam_t = lam(sigma), lam(sigma_next)
+    lam_fn = half_log_snr(memory)[0]
+    lam_s, lam_t = lam_fn(sigma), lam_fn(sigma_next)
     h = lam_t - lam_s
     h_eta = h * (eta + 1)
     alpha_t = sigma_next * lam_t.exp()
@@ -118,12 +140,12 @@ def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
         phi_2 = (-h_eta).expm1() / h_eta + 1
         x = x + (alpha_t * phi_2) * d
     x = _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise)
-    return StepOut(x, denoised, {"denoised_1": denoised, "denoised_2": denoised_1, "h_1": h, "h_2": h_1})
+    return StepOut(x, denoised, {**memory, "denoised_1": denoised, "denoised_2": denoised_1, "h_1": h, "h_2": h_1})
 
 
 _TWO_NFE = "2 (1 on the step to sigma 0)"
 for _suffix, _tree in (("", "brownian"), ("_gpu", "brownian_gpu")):
-    register("dpmpp_sde" + _suffix, noise=_tree, nfe=_TWO_NFE)(dpmpp_sde)
-    register("dpmpp_2m_sde" + _suffix, noise=_tree)(dpmpp_2m_sde)
-    register("dpmpp_2m_sde_heun" + _suffix, noise=_tree)(dpmpp_2m_sde_heun)
-    register("dpmpp_3m_sde" + _suffix, noise=_tree)(dpmpp_3m_sde)
+    register("dpmpp_sde" + _suffix, noise=_tree, nfe=_TWO_NFE, const_offset=True)(dpmpp_sde)
+    register("dpmpp_2m_sde" + _suffix, noise=_tree, const_offset=True)(dpmpp_2m_sde)
+    register("dpmpp_2m_sde_heun" + _suffix, noise=_tree, const_offset=True)(dpmpp_2m_sde_heun)
+    register("dpmpp_3m_sde" + _suffix, noise=_tree, const_offset=True)(dpmpp_3m_sde)

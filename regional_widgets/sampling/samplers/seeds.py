@@ -3,14 +3,15 @@
 Single-step, in the half-log-SNR ``lam = -log sigma`` with the stages at ``lerp(lam_s, lam_t, r)``.
 The noise of the stages is one Brownian path: each stage's ``z`` is the previous one decayed by
 ``exp(g)`` plus a fresh seeded draw, so a step draws 2 (SEEDS-2) or 3 (SEEDS-3) samples. Written in
-the reference's float order (spec §3.5.2); the step to sigma 0 gives x = D.
+the reference's float order (spec §3.5.2); the step to sigma 0 gives x = D. On a flow (CONST) model
+the flow lambda and its sigmoid inverse (spec §3.6.4), after the first-sigma offset.
 """
 from __future__ import annotations
 
 import torch
 
 from .core import StepOut, call_model, register
-from .sde import lam, sig
+from .sde import half_log_snr
 
 
 def _phi2h(z):
@@ -22,13 +23,14 @@ def _renoise(z, g, n):
     return z * g.exp() + (g * 2).expm1().neg().sqrt() * n
 
 
-@register("seeds_2", noise="default", nfe="2 (1 on the step to sigma 0)")
+@register("seeds_2", noise="default", nfe="2 (1 on the step to sigma 0)", const_offset=True)
 def seeds_2(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=0.5):
     """SEEDS-2: a stochastic move to ``lam_s + r h``, then the whole step with the stage's prediction."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
+    lam, sig = half_log_snr(memory)
     lam_s, lam_t = lam(sigma), lam(sigma_next)
     h = lam_t - lam_s
     h_eta = h * (eta + 1)
@@ -47,13 +49,14 @@ def seeds_2(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=0.5):
     return StepOut(x + (z * sigma_next) * s_noise, denoised, memory)
 
 
-@register("seeds_3", noise="default", nfe="3 (1 on the step to sigma 0)")
+@register("seeds_3", noise="default", nfe="3 (1 on the step to sigma 0)", const_offset=True)
 def seeds_3(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r_1=1 / 3, r_2=2 / 3):
     """SEEDS-3: stages at ``r_1`` and ``r_2`` of the step in lam, third order in the ODE part."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     denoised = call_model(model, x, sigma)
     if sigma_next == 0:
         return StepOut(denoised, denoised, memory)
+    lam, sig = half_log_snr(memory)
     lam_s, lam_t = lam(sigma), lam(sigma_next)
     h = lam_t - lam_s
     h_eta = h * (eta + 1)
