@@ -10,6 +10,10 @@ per-run stream), SDE samplers one Brownian path; the first model evaluation of a
 ``(x_i, sigma_i)`` is one batched call (`models.base.batched_cfg`).
 
 No noise_mask mechanics, no recovery pass and no re-noising are needed here.
+
+The initial noise goes through the model's sampling (``noise_scaling``). On a flow (CONST) model the
+published latents are the leftover-noise form the faithful mode hands over, ``x / (1 - sigma)``
+(``inverse_noise_scaling``), so both modes' latents read the same way; the sampler state x is kept.
 """
 from __future__ import annotations
 
@@ -19,10 +23,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .models.base import batched_cfg
+from .models.base import batched_cfg, latent_format, process_in, process_out
 from .regional import Op, RunState
 from .sampling import masks as mask_ops
-from .sampling.noise import BrownianTreeNoiseSampler, is_max_denoise, noise_scaling
+from .sampling.call import check_flow_sigmas
+from .sampling.latent_formats import LatentFormat
+from .sampling.model_sampling import as_model_sampling
+from .sampling.noise import BrownianTreeNoiseSampler, is_max_denoise
 from .sampling.samplers import get_sampler, start as start_sampler, step as step_sampler
 from .sampling.schedules import ksampler_sigmas, sampler_sigmas, slice_sigmas
 
@@ -88,6 +95,8 @@ def plan_coherent(session) -> tuple[list, CoherentPlan]:
         sigmas = ksampler_sigmas(session.model, base.sampler, base.scheduler, session.steps, session.denoise)
         base_only = session.base_only_steps
     sigmas = sigmas * base.sigma_factor
+    if as_model_sampling(session.model).is_const:
+        check_flow_sigmas(sigmas, "coherent schedule")
     n = 0 if sigmas is None else len(sigmas) - 1
     R = len(session.regions)
     ops = []
@@ -114,6 +123,22 @@ class CoherentContext:
     seed: int
     latent_scale: float = 1.0
     latent_masks: Optional[list] = None
+    latent_format: Optional[LatentFormat] = None  # VAE <-> model space (None: the identity)
+
+    @property
+    def fmt(self) -> LatentFormat:
+        return self.latent_format or LatentFormat("model", self.latent_scale)
+
+    @property
+    def model_sampling(self):
+        return as_model_sampling(self.model)
+
+    def to_latent(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """A sampler state at ``sigma`` as the latent the session publishes (VAE space; flow: x / (1 - sigma))."""
+        ms = self.model_sampling
+        if ms.is_const:
+            x = ms.inverse_noise_scaling(sigma, x)
+        return process_out(x, self.fmt)
 
 
 def build_coherent_context(session, cond_cache, plan: CoherentPlan, noise: torch.Tensor, seed: int, add_noise: bool):
@@ -130,8 +155,9 @@ def build_coherent_context(session, cond_cache, plan: CoherentPlan, noise: torch
     masks = [r.mask_tensor for r in session.regions]
     weights = regional_weights(masks, hw, session.overlap_factor)
     base_only = regional_weights(masks, hw, session.overlap_factor, active=[False] * len(masks))
-    return CoherentContext(model, configs, conds, weights, base_only, plan, noise, add_noise, seed,
-                           float(getattr(model, "latent_scale_factor", 1.0)))
+    fmt = latent_format(model)
+    return CoherentContext(model, configs, conds, weights, base_only, plan, noise, add_noise, seed, fmt.scale_factor,
+                           latent_format=fmt)
 
 
 def _start_parts(ctx: CoherentContext, x: torch.Tensor) -> tuple:
@@ -188,9 +214,11 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
     extra = dict(state.extra or {})
     if i == 0 and op.kind == "base":
-        x = state.latent * ctx.latent_scale if ctx.latent_scale != 1.0 else state.latent
-        if ctx.add_noise:
-            x = noise_scaling(sigma, ctx.noise.to(x.device, x.dtype), x, is_max_denoise(ctx.model.sigmas[-1], sigma))
+        x = process_in(state.latent, ctx.fmt)
+        ms = ctx.model_sampling
+        if ctx.add_noise or ms.is_const:  # flow without noise: the state (1 - sigma) L, as the reference's call
+            noise = ctx.noise.to(x.device, x.dtype) if ctx.add_noise else torch.zeros_like(x)
+            x = ms.noise_scaling(sigma, noise, x, is_max_denoise(ctx.model.sigmas[-1], sigma))
         extra = {"x": x, "parts": _start_parts(ctx, x), "outputs": ()}
     x = extra["x"]
     calls = state.model_calls
@@ -223,15 +251,15 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
             extra["parts"] = tuple(parts)
             out, denoised = stepped.x, stepped.denoised
         extra["outputs"] = extra["outputs"] + (out,)
-        unscale = (lambda t: t / ctx.latent_scale) if ctx.latent_scale != 1.0 else (lambda t: t)
-        return replace(state, cursor=state.cursor + 1, extra=extra, latent=unscale(out),
-                       model_calls=calls + cache.calls, denoised=unscale(denoised), sigma=float(sigma),
+        return replace(state, cursor=state.cursor + 1, extra=extra, latent=ctx.to_latent(out, sigma_next),
+                       model_calls=calls + cache.calls,
+                       denoised=process_out(denoised, ctx.fmt), sigma=float(sigma),
                        sigma_next=float(sigma_next))
     # blend
     weights = ctx.weights_base_only if i < ctx.plan.base_only else ctx.weights
     new_x = sum(w.to(x.device, x.dtype) * out for w, out in zip(weights, extra["outputs"]))
     extra = dict(extra, x=new_x, outputs=(), first=None)
-    latent = new_x / ctx.latent_scale if ctx.latent_scale != 1.0 else new_x
+    latent = ctx.to_latent(new_x, sigma_next)
     done = state.cursor + 1 == len(ops)
     level = torch.full(latent.shape[-2:], float(sigma_next))
     return replace(state, cursor=state.cursor + 1, extra=extra, latent=latent, base_latent=latent,

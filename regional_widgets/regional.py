@@ -13,9 +13,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .models.base import cfg_denoiser
+from .models.base import cfg_denoiser, latent_format, process_in, process_out
 from .sampling import masks as mask_ops
 from .sampling.call import sampler_call
+from .sampling.latent_formats import LatentFormat
+from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
 from .sampling.recovery import sample_with_recovery
 from .sampling.samplers import SAMPLER_NAMES
@@ -213,6 +215,7 @@ class RunContext:
     latent_scale: float = 1.0
     schedules: dict = field(default_factory=dict)
     latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
+    latent_format: Optional[LatentFormat] = None  # VAE <-> model space (None: the identity)
 
     def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
         key = (sampler, scheduler, steps)
@@ -287,7 +290,7 @@ def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor
               for name, seed in noise_specs.items()}
     return RunContext(model, [part(base)] + [part(r.config) for r in regions], grown, inv, noises, batch_index,
                       additional_mode, additional_sampler, additional_sigma_ratio, bool(restore_latent), quirks,
-                      float(getattr(model, "latent_scale_factor", 1.0)))
+                      latent_format(model).scale_factor, latent_format=latent_format(model))
 
 
 def initial_state(latent: torch.Tensor) -> RunState:
@@ -297,21 +300,23 @@ def initial_state(latent: torch.Tensor) -> RunState:
 
 def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, noise):
     """One wrapper call (with recovery passes), converting to and from model space per call."""
-    scale = ctx.latent_scale
+    fmt = ctx.latent_format or LatentFormat("model", ctx.latent_scale)
     # quirk: the reference reseeds ancestral noise on every call, so 1-step calls reuse one draw
     sampler_seed = op.seed if ctx.quirks.reseed_every_call else (op.seed + op.i + 1) % 2**64
 
     def run(sampler, lat, ratio, noise_):
-        # The reference skips process_latent_in for an all-zero latent; it is a no-op then anyway.
-        lat_in = lat * scale if scale != 1.0 else lat
+        # The reference skips process_latent_in for an all-zero latent (0 stays 0 despite a shift).
+        lat_in = process_in(lat, fmt)
         total = ctx.schedule(sampler, part.config.scheduler, op.steps)
         res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=total, start=op.start,
                            end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
                            sigma_max=ctx.model.sigmas[-1], sigma_ratio=ratio, noise=noise_, noise_mask=mask,
                            batch_index=ctx.batch_index, sampler_seed=sampler_seed,
                            return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model)
-        if scale != 1.0 and res.sigmas is not None:
-            res = replace(res, samples=res.samples / scale, denoised=res.denoised / scale)
+        if res.sigmas is None:
+            return replace(res, samples=lat, denoised=lat)  # a no-op call hands its input back (VAE space)
+        if fmt.scale_factor != 1.0 or fmt.shift_factor:
+            res = replace(res, samples=process_out(res.samples, fmt), denoised=process_out(res.denoised, fmt))
         return res
 
     mode = ctx.additional_mode if op.recovery else "DISABLE"
@@ -320,12 +325,15 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
                                 ratio=ctx.additional_sigma_ratio, noise_mask=mask, noise=noise)
 
 
-def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
+def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False):
     """The noise level the mask algebra implies after one call (first-order, Euler-type updates).
 
     Inside the call's mask each pass contracts the noise by sigma_last / sigma_first of its slice;
     outside it the kept area is carried along the re-noise path only when the call adds noise.
+    ``const``: a flow model; the map is in its sigmas (0..1), see `_flow_sigma_map_after`.
     """
+    if const:
+        return _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy)
     m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
     inside, outside = state_map, state_map
     for k, (_, res) in enumerate(passes):
@@ -337,6 +345,36 @@ def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
             outside = torch.sqrt(state_map**2 + last**2)
         inside = inside * (last / first if first > 0 else 1.0)
     return m * inside + (1 - m) * outside, m
+
+
+def _ve(sigma):
+    """A flow sigma's VE-equivalent level ``s / (1 - s)`` (infinite at 1): a latent handed over at s is
+    ``x / (1 - s) = x0 + noise * s / (1 - s)`` (spec model_families.md §2.1)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float32)
+    return torch.where(sigma < 1, sigma / (1 - sigma).clamp(min=1e-30), torch.full_like(sigma, float("inf")))
+
+
+def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
+    """`_sigma_map_after` for a flow model: the same algebra on the VE-equivalent levels of the latents
+    the reference hands over (a flow Euler step contracts them by ve(s') / ve(s), exactly as an EPS
+    step does sigmas), returned as flow sigmas ``t / (1 + t)``. A call from sigma 1 starts from pure noise."""
+    m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
+    held = _ve(state_map)
+    inside, outside = held, held
+    for k, (_, res) in enumerate(passes):
+        if res.sigmas is None:
+            continue
+        first, last = _ve(res.sigmas[0]), _ve(res.sigmas[-1])
+        if noisy and k == 0:
+            inside = torch.sqrt(inside**2 + first**2)
+            outside = torch.sqrt(held**2 + last**2)
+        if torch.isinf(first):
+            inside = torch.full_like(inside, float(last))
+        else:
+            inside = inside * (last / first if first > 0 else 1.0)
+    ve = m * inside + (1 - m) * outside if mask is not None else inside
+    flow = torch.where(torch.isinf(ve), torch.ones_like(ve), ve / (1 + ve))
+    return flow, m
 
 
 def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
@@ -364,7 +402,8 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     passes = _call_part(ctx, op, latent, part, mask, noise)
     out = passes[-1][1]
     new_latent = out.output
-    new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None)
+    new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None,
+                                  is_const(ctx.model))
     ran = [res for _, res in passes if res.sigmas is not None]
     calls = state.model_calls + sum(res.model_calls for _, res in passes)
     sigma = float(ran[0].sigmas[0]) if ran else None

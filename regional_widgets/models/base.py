@@ -3,13 +3,19 @@
 A model is any object with these members (no base class needed)::
 
     class MyModel:
-        sigmas = regional_widgets.sampling.schedules.sd15_sigmas()  # ascending training sigmas
+        model_sampling = regional_widgets.sampling.model_sampling.sd15_model_sampling()
+        sigmas = model_sampling.sigmas                              # ascending training sigmas
         latent_channels, downscale = 4, 8
         def encode(self, prompt): ...          # -> any conditioning object
         def __call__(self, x, sigma, cond): ... # x [B, C, h, w], sigma [B] -> denoised x0, like x
         def decode(self, latent): ...          # [B, C, h, w] -> float RGB [B, H, W, 3] in [0, 1]
 
-The denoiser follows k-diffusion: ``x = x0 + sigma * noise`` and the model predicts ``x0``.
+The denoiser follows k-diffusion: given the sampler's state ``x`` at ``sigma`` it predicts ``x0``.
+A model declares its sampling (``model_sampling``: parametrisation x schedule, spec
+model_families.md §1); every noise operation of a sampler call goes through it. A model with only
+``sigmas`` is an EPS model on that table (``x = x0 + sigma * noise``). A flow (CONST) model's state is
+``x = (1 - sigma) x0 + sigma * noise``. Optional ``latent_scale_factor``/``latent_shift_factor``: the
+latent format, model space = ``(VAE space - shift) * scale`` (`process_in`/`process_out`).
 CFG is applied here, once, for every model.
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from ..sampling.latent_formats import LatentFormat
 from ..sampling.samplers.core import GuidedDenoiser
 
 
@@ -147,6 +154,30 @@ class PromptCache:
         return len(self._items)
 
 
+def latent_format(model) -> LatentFormat:
+    """A model's latent format (`sampling.latent_formats`): its own ``latent_format`` when it is one,
+    else one from ``latent_scale_factor``/``latent_shift_factor`` (1 and 0 when it names none)."""
+    fmt = getattr(model, "latent_format", None)
+    if isinstance(fmt, LatentFormat):
+        return fmt
+    return LatentFormat("model", float(getattr(model, "latent_scale_factor", 1.0)),
+                        float(getattr(model, "latent_shift_factor", 0.0)), int(getattr(model, "latent_channels", 0)))
+
+
+def process_in(z: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
+    """VAE space -> model space for one sampler call (the all-zero latent stays 0: `to_model_space`)."""
+    if fmt.scale_factor == 1.0 and not fmt.shift_factor:
+        return z
+    return fmt.to_model_space(z)
+
+
+def process_out(z: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
+    """Model space -> VAE space."""
+    if fmt.scale_factor == 1.0 and not fmt.shift_factor:
+        return z
+    return fmt.process_out(z)
+
+
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -176,8 +207,9 @@ class OneCondModel:
         self.sigmas, self.latent_channels, self.downscale = model.sigmas, model.latent_channels, model.downscale
         if hasattr(model, "model_sampling"):  # schedules bit for bit (float64 table kept)
             self.model_sampling = model.model_sampling
-        if hasattr(model, "latent_scale_factor"):
-            self.latent_scale_factor = model.latent_scale_factor
+        for name in ("latent_scale_factor", "latent_shift_factor"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
 
     def encode(self, prompt):
         return self.model.encode(prompt)

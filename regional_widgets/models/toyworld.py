@@ -6,6 +6,18 @@ A prompt keeps the exemplars whose labels contain all its words; the empty promp
 them (the unconditional branch). With ``mixture_variance = v > 0`` every exemplar becomes a
 Gaussian of variance v and ``D = sum_i w_i (X_i + v / (v + sigma^2) (x - X_i))``.
 
+Model families (``prediction``): ``"eps"`` (default) and ``"v"`` use SD1.5's discrete table and the
+forward process above; ``"flow"`` is a flow-matching (CONST) model on a discrete-flow table with
+``shift`` (SD3's 3.0 by default): ``x = (1 - sigma) x0 + sigma * noise``, sigma in [0, 1], and the
+posterior mean is, with ``a = 1 - sigma`` and ``var = a^2 v + sigma^2``,
+``D = sum_i softmax_i(-||x - a X_i||^2 / (2 var)) (X_i sigma^2 + a v x) / var`` (at sigma = 1 the
+mean of the prompt's exemplars, whatever x is).
+
+What is exact: ``D`` is the exact posterior mean of the model's own forward process, in float64,
+for every prediction; eps and v give the same ``D`` (a parametrisation only changes what a network
+would output, and this model has no network; the model sampling still says ``"v"``). The default
+(eps) computes exactly as before, bit for bit.
+
 Because the data set is finite the model memorises: a deterministic sampler that reaches
 sigma 0 ends exactly on one exemplar of the prompt's class.
 """
@@ -18,7 +30,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..sampling.model_sampling import sd15_model_sampling
+from ..sampling import model_sampling as _model_sampling
+from ..sampling.model_sampling import ModelSamplingDiscrete, sd15_model_sampling, sd15_table
 from .latents import LATENT_SPACES, as_rgb_batch
 from .toyworld_images import VOCABULARY, make_exemplars, resolve_textures
 
@@ -46,8 +59,12 @@ def _cached_exemplars(seed, n, size, textures):
 class ToyWorld:
     """The exact denoiser over seeded exemplar pictures (materials and coloured shapes).
 
-    latent: ``"pixels"`` (3 channels, RGB in [-1, 1], downscale 1) or ``"sd"`` (4 channels at 1/8
-    resolution, decoded with the SD1.5 latent-to-RGB preview factors).
+    latent: ``"pixels"`` (3 channels, RGB in [-1, 1], downscale 1), ``"sd"`` (4 channels at 1/8
+    resolution, decoded with the SD1.5 latent-to-RGB preview factors) or ``"sd3"`` (16 channels at
+    1/8, VAE space with SD3's latent format: ``latent_scale_factor`` 1.5305, ``latent_shift_factor``
+    0.0609; the denoiser works in model space ``(z - shift) * scale`` as a real SD3 model does).
+    prediction: ``"eps"``, ``"v"`` (SD1.5's discrete table) or ``"flow"`` (CONST on a discrete-flow
+    table with ``shift``, multiplier 1000; ``shift`` is ignored for eps and v).
     n_exemplars: pictures in all, shared evenly by the 20 classes (8 materials, 12 colour-shapes).
     image_size: the side of every picture in pixels (a multiple of 8); x must match it.
     mixture_variance: 0 for the exemplars themselves, > 0 for Gaussians around them.
@@ -59,7 +76,8 @@ class ToyWorld:
     """
 
     def __init__(self, latent: str = "pixels", *, seed: int = 0, n_exemplars: int = 500,
-                 image_size: int = 64, mixture_variance: float = 0.0, textures: str = "auto"):
+                 image_size: int = 64, mixture_variance: float = 0.0, textures: str = "auto",
+                 prediction: str = "eps", shift: float = 3.0):
         if latent not in LATENT_SPACES:
             raise ValueError(f"latent: expected one of {', '.join(LATENT_SPACES)}, got {latent!r}")
         self.space = LATENT_SPACES[latent]()
@@ -71,22 +89,40 @@ class ToyWorld:
         self.latent, self.seed, self.image_size = latent, int(seed), int(image_size)
         self.textures = resolve_textures(textures)
         self.mixture_variance = float(mixture_variance)
-        self.model_sampling = sd15_model_sampling()  # float64 table kept: the reference's schedules
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+        ok = isinstance(shift, (int, float)) and not isinstance(shift, bool) and np.isfinite(shift) and shift > 0
+        if not ok:
+            raise ValueError(f"shift: expected a finite number > 0, got {shift!r}")
+        self.prediction, self.shift = prediction, float(shift)
+        self.model_sampling = _build_model_sampling(prediction, self.shift)
+        self.is_flow = prediction == "flow"
         self.sigmas = self.model_sampling.sigmas
+        if hasattr(self.space, "latent_format"):  # a latent format with scale and shift (the "sd3" latent)
+            self.latent_format = self.space.latent_format
+            self.latent_scale_factor = self.latent_format.scale_factor
+            self.latent_shift_factor = self.latent_format.shift_factor
         self.latent_channels, self.downscale = self.space.channels, self.space.downscale
         side = self.image_size // self.downscale
         self.latent_shape = (self.latent_channels, side, side)
 
         images, self.labels = _cached_exemplars(self.seed, int(n_exemplars), self.image_size, self.textures)
         latents = self.space.encode(torch.from_numpy(images.astype(np.float64)))
+        if hasattr(self.space, "process_in"):
+            latents = self.space.process_in(latents)  # the denoiser's exemplars live in model space
         self._exemplars = latents.reshape(len(images), -1).contiguous()
         self._norms = (self._exemplars ** 2).sum(1)
 
     @property
     def spec(self) -> dict:
         """The constructor arguments as plain data: ``models.from_spec(spec)`` builds an equal model."""
-        return {"model": "ToyWorld", "latent": self.latent, "seed": self.seed, "n_exemplars": len(self.labels),
+        spec = {"model": "ToyWorld", "latent": self.latent, "seed": self.seed, "n_exemplars": len(self.labels),
                 "image_size": self.image_size, "mixture_variance": self.mixture_variance, "textures": self.textures}
+        if self.prediction != "eps":  # older specs (and eps models) stay as they were
+            spec["prediction"] = self.prediction
+            if self.is_flow:
+                spec["shift"] = self.shift
+        return spec
 
     @property
     def vocabulary(self) -> tuple:
@@ -94,7 +130,7 @@ class ToyWorld:
 
     @property
     def exemplars(self) -> torch.Tensor:
-        """All exemplar latents, float64 ``[N, C, h, w]`` (a copy)."""
+        """All exemplar latents, float64 ``[N, C, h, w]`` (a copy; model space, = VAE space but for "sd3")."""
         return self._exemplars.reshape(-1, *self.latent_shape).clone()
 
     def encode(self, prompt: str) -> ToyCond:
@@ -114,12 +150,13 @@ class ToyWorld:
         sigma = self._check_call(x, sigma, cond)
         flat = x.reshape(len(x), -1).double()
         live = sigma > 0
+        mean = self._flow_posterior_mean if self.is_flow else self._posterior_mean
         if live.all():
-            out = self._posterior_mean(flat, sigma ** 2, cond)
+            out = mean(flat, sigma, cond)
         else:  # D(x, 0) = x: the posterior is a point mass at x itself
             out = flat.clone()
             if live.any():
-                out[live] = self._posterior_mean(flat[live], sigma[live] ** 2, cond)
+                out[live] = mean(flat[live], sigma[live], cond)
         return out.view(x.shape).to(x.dtype)
 
     def call_batch(self, x: torch.Tensor, sigma, conds) -> torch.Tensor:
@@ -144,6 +181,14 @@ class ToyWorld:
                 dots[rep] = flat[rep] @ self._exemplars.T  # one pass over all exemplars per distinct x
             row = dots[rep] if cond.index is None else dots[rep][cond.index]
             s2 = sigma[k] ** 2
+            if self.is_flow:
+                a = 1.0 - sigma[k]
+                var = a * a * self.mixture_variance + s2
+                mean = torch.softmax((a * row - 0.5 * (a * a) * cond.norms) / var, dim=0) @ cond.exemplars
+                if self.mixture_variance:
+                    mean = (s2 * mean + a * self.mixture_variance * flat[k]) / var
+                out[k] = mean
+                continue
             # each item's mean needs only its own exemplars (a prompt's are a small subset)
             mean = torch.softmax((row - 0.5 * cond.norms) / (self.mixture_variance + s2), dim=0) @ cond.exemplars
             if self.mixture_variance:
@@ -151,7 +196,8 @@ class ToyWorld:
             out[k] = mean
         return out.view(x.shape).to(x.dtype)
 
-    def _posterior_mean(self, x, s2, cond):
+    def _posterior_mean(self, x, sigma, cond):
+        s2 = sigma ** 2
         var = (self.mixture_variance + s2)[:, None]
         # -||x - X_i||^2 / (2 var) up to a per-row constant; log-sum-exp (softmax) keeps it finite.
         logits = (x @ cond.exemplars.T - 0.5 * cond.norms) / var
@@ -160,8 +206,19 @@ class ToyWorld:
             return mean
         return (s2[:, None] * mean + self.mixture_variance * x) / var
 
+    def _flow_posterior_mean(self, x, sigma, cond):
+        # x = a x0 + sigma n with a = 1 - sigma: x | i ~ N(a X_i, (a^2 v + sigma^2) I)
+        a = (1.0 - sigma)[:, None]
+        s2 = (sigma ** 2)[:, None]
+        var = a * a * self.mixture_variance + s2
+        logits = (a * (x @ cond.exemplars.T) - 0.5 * (a * a) * cond.norms) / var
+        mean = torch.softmax(logits, dim=1) @ cond.exemplars
+        if self.mixture_variance == 0:
+            return mean
+        return (s2 * mean + a * self.mixture_variance * x) / var
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """RGB float32 ``[B, H, W, 3]`` in [0, 1]."""
+        """RGB float32 ``[B, H, W, 3]`` in [0, 1] (from VAE space: what a session holds)."""
         latent = torch.as_tensor(latent)
         if latent.ndim != 4 or latent.shape[1] != self.latent_channels:
             raise ValueError(f"latent: expected [B, {self.latent_channels}, h, w], got {tuple(latent.shape)}")
@@ -176,9 +233,11 @@ class ToyWorld:
         return self.space.encode(rgb).float()
 
     def __repr__(self):
+        family = "" if self.prediction == "eps" else f", prediction={self.prediction!r}" + (
+            f", shift={self.shift}" if self.is_flow else "")
         return (f"ToyWorld(latent={self.latent!r}, seed={self.seed}, n_exemplars={len(self.labels)}, "
                 f"image_size={self.image_size}, mixture_variance={self.mixture_variance}, "
-                f"textures={self.textures!r})")
+                f"textures={self.textures!r}{family})")
 
     def _check_call(self, x, sigma, cond) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != self.latent_shape:
@@ -193,7 +252,25 @@ class ToyWorld:
         if sigma.shape != (len(x),) or not torch.isfinite(sigma).all() or (sigma < 0).any():
             raise ValueError(f"sigma: expected {len(x)} finite values >= 0 (one per batch item), "
                              f"got {sigma.tolist()}")
+        if self.is_flow and (sigma > 1).any():
+            raise ValueError(f"sigma: a flow model's noise levels lie in [0, 1] (x = (1 - sigma) x0 + sigma n), "
+                             f"got {sigma.tolist()}; an EPS-only option (sigma_factor > 1, a fixed VE table) "
+                             "scaled them past 1")
         return sigma
+
+
+PREDICTIONS = ("eps", "v", "flow")
+
+
+def _build_model_sampling(prediction: str, shift: float):
+    if prediction == "eps":
+        return sd15_model_sampling()  # float64 table kept: the reference's schedules
+    if prediction == "v":
+        return ModelSamplingDiscrete(sd15_table(), "v")
+    flow = getattr(_model_sampling, "ModelSamplingDiscreteFlow", None)
+    if flow is None:
+        raise NotImplementedError("prediction='flow': the flow model sampling (CONST) is not available yet")
+    return flow(shift=shift, multiplier=1000)
 
 
 def parse_prompt(prompt) -> frozenset:

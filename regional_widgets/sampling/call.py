@@ -3,15 +3,24 @@
 A call slices the sampler's schedule to ``[start, end]``, scales it by ``sigma_ratio``, adds the
 call's noise to the latent, runs the sampler under the ``noise_mask`` mechanics and returns the
 sampler's final x (``leftover``) or its last x0 prediction. Everything here works in model space.
+
+Every noise operation goes through the model's sampling (spec model_families.md §2.1, §2.2): the
+call's start ``noise_scaling(sigma_0, noise, latent, max_denoise)``, the masked re-noise of the kept
+area, and the end ``inverse_noise_scaling(sigma_end, x)``. EPS/V: ``latent + sigma * noise`` and no
+rescale; flow (CONST): ``sigma * noise + (1 - sigma) * latent`` and ``x / (1 - sigma_end)``, so a
+call that stops at sigma' > 0 returns ``x0 + noise * sigma' / (1 - sigma')``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import warnings
+
 import torch
 
 from . import masks as mask_ops
+from .model_sampling import as_model_sampling
 from .inpaint import masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
@@ -46,6 +55,31 @@ def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, 
     if len(sigmas) == 0 or (len(sigmas) == 1 and float(sigmas[0]) == 0):
         return CallPlan(None, bounds)
     return CallPlan(sigmas, bounds)
+
+
+UNIPC_FINAL_SIGMA = 0.001  # uni_pc writes it over a final 0 of the call's sigmas (spec §3.6.4)
+
+
+class FlowModelWarning(UserWarning):
+    """An option the reference leaves EPS-only, used on a flow (CONST) model."""
+
+
+def check_flow_sigmas(sigmas: torch.Tensor, what: str = "sigmas") -> None:
+    """Refuse sigmas above 1 on a flow model: its state ``(1 - s) x0 + s n`` has no meaning there (the
+    reference then weights the latent by ``1 - s < 0``, divides by ``1 - s`` and returns NaN or garbage)."""
+    top = float(sigmas.max()) if len(sigmas) else 0.0
+    if top > 1.0:
+        raise ValueError(f"{what}: a flow (CONST) model's sigmas lie in [0, 1], got {top:.6g}; sigma_factor > 1 "
+                         "(or a fixed VE table) is an EPS-only option: use sigma_factor <= 1 on a flow model")
+
+
+def end_sigma(sampler: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """The sigma a call's end rescale uses: the last of its sigmas *after* the sampler ran (uni_pc
+    replaces a final 0 by 0.001 in the reference's tensor, so a CONST run is divided by 0.999)."""
+    last = sigmas[-1]
+    if sampler in ("uni_pc", "uni_pc_bh2") and float(last) == 0:
+        return torch.tensor(UNIPC_FINAL_SIGMA, dtype=sigmas.dtype)
+    return last
 
 
 @dataclass
@@ -90,13 +124,23 @@ def sampler_call(
     RegionalSampler's re-noise path relies on). ``noise_mask`` is at any resolution.
     ``sampler_seed`` seeds the per-step noise of ancestral-type samplers (default: ``seed``, as the
     reference, which reseeds on every call); ``return_x0=False`` makes `CallResult.output` x always.
-    ``model_sampling`` (or the model) is passed on to samplers whose rule needs it (sa_solver).
+    ``model_sampling`` (or the model that has one): every noise operation goes through it (None: an
+    EPS model), and samplers whose rule needs it (sa_solver, the CONST branches) get it.
+    ``CallResult.samples`` is the sampler's final x after the end-of-call rescale.
     """
     spec = get_sampler(sampler)
     plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
     if plan.sigmas is None:
         return CallResult(latent, latent, None, 0, leftover, return_x0)
     sigmas = plan.sigmas
+    ms = None if model_sampling is None else as_model_sampling(model_sampling)
+    const = ms is not None and ms.is_const
+    if const:
+        check_flow_sigmas(sigmas, f"{sampler} call")
+        if sampler == "ddpm":
+            warnings.warn("ddpm on a flow (CONST) model: the reference's ddpm has no CONST branch (its VP step "
+                          "divides by sqrt(1 + sigma^2)) and converges to the wrong spread; prefer euler, heun or "
+                          "dpmpp_2m (as the recovery sampler too)", FlowModelWarning, stacklevel=2)
     if noise is None:
         noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
     noise = noise.to(latent.device, latent.dtype)
@@ -114,8 +158,10 @@ def sampler_call(
     if noise_mask is not None:
         mask = mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
-        model = masked_denoiser(model, latent, inpaint_noise, mask)
-    x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(sigma_max, sigmas[0]))
+        model = masked_denoiser(model, latent, inpaint_noise, mask, model_sampling=ms)
+    max_denoise = is_max_denoise(sigma_max, sigmas[0])
+    x = noise_scaling(sigmas[0], noise, latent, max_denoise) if ms is None else \
+        ms.noise_scaling(sigmas[0], noise, latent, max_denoise)
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.
@@ -130,4 +176,5 @@ def sampler_call(
         if callback is not None:
             callback(state)
     denoised = state.x if last_denoised is None else last_denoised
-    return CallResult(state.x, denoised, sigmas, calls[0], leftover, return_x0)
+    samples = state.x if not const else ms.inverse_noise_scaling(end_sigma(sampler, sigmas), state.x)
+    return CallResult(samples, denoised, sigmas, calls[0], leftover, return_x0)

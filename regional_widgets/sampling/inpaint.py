@@ -18,12 +18,20 @@ def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1))
 
 
-def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor):
-    """Wrap ``denoise(x, sigma)`` so only the area where ``mask`` (latent-shaped) is 1 is denoised."""
+def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
+                    model_sampling=None):
+    """Wrap ``denoise(x, sigma)`` so only the area where ``mask`` (latent-shaped) is 1 is denoised.
+
+    The kept area is re-noised by the model sampling's ``noise_scaling(sigma, noise, latent)``
+    (EPS: ``latent + sigma * noise``; flow: ``sigma * noise + (1 - sigma) * latent``); None: EPS.
+    """
     keep = 1.0 - mask
 
     def model_input(x, sigma):
-        renoised = latent_image + noise * _per_item(sigma, noise)
+        if model_sampling is None:
+            renoised = latent_image + noise * _per_item(sigma, noise)
+        else:
+            renoised = model_sampling.noise_scaling(sigma, noise, latent_image)
         return x * mask + renoised * keep
 
     def masked(x, sigma):

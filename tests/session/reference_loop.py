@@ -3,9 +3,11 @@
 It shares only the sampling layer with the package (calls, recovery, masks, noise) — not the
 session's planner or executor — so the session can be checked against it.
 """
+from dataclasses import replace
+
 import torch
 
-from regional_widgets.models.base import cfg_denoiser
+from regional_widgets.models.base import cfg_denoiser, latent_format, process_in, process_out
 from regional_widgets.sampling import masks
 from regional_widgets.sampling.call import sampler_call
 from regional_widgets.sampling.noise import prepare_noise, touch_noise
@@ -31,11 +33,17 @@ class Node:
         model = self.model
         denoise = cfg_denoiser(model, model.encode(cfg.positive), model.encode(cfg.negative), cfg.cfg)
 
+        fmt = latent_format(model)
+
         def run(name, lat, sigma_ratio, nz):
             total = sampler_sigmas(model, name, cfg.scheduler, steps)  # the model's sampling: the reference's bits
-            return sampler_call(denoise, lat, sampler=name, total_sigmas=total, start=start, end=end,
-                                leftover=leftover, add_noise=add, seed=seed, sigma_max=model.sigmas[-1],
-                                sigma_ratio=sigma_ratio, noise=nz, noise_mask=mask, model_sampling=model)
+            # every noise operation goes through the model's sampling; VAE space <-> model space per call
+            res = sampler_call(denoise, process_in(lat, fmt), sampler=name, total_sigmas=total, start=start,
+                               end=end, leftover=leftover, add_noise=add, seed=seed, sigma_max=model.sigmas[-1],
+                               sigma_ratio=sigma_ratio, noise=nz, noise_mask=mask, model_sampling=model)
+            if res.sigmas is None:
+                return replace(res, samples=lat, denoised=lat)
+            return replace(res, samples=process_out(res.samples, fmt), denoised=process_out(res.denoised, fmt))
 
         passes = sample_with_recovery(run, latent, sampler=cfg.sampler, sigma_factor=cfg.sigma_factor,
                                       mode=self.mode if recovery else "DISABLE", additional_sampler=self.add_sampler,
