@@ -8,6 +8,8 @@ zero latent; the sampler learns the model is CONST from the model sampling given
 end-of-call rescale (``inverse_noise_scaling`` at `final_sigma`) bit-identical to ``ksampler_output``,
 model calls, their sigmas and injected-noise draws as the info file lists. Seeded cases use seed 0.
 """
+import warnings
+
 import pytest
 import torch
 
@@ -92,3 +94,25 @@ def test_exactly_the_19_const_samplers_differ_from_their_eps_forms_as_measured(n
         diff = (outs[0] - outs[1]).abs().max().item()
         assert diff == pytest.approx(expected, rel=1e-6, abs=0), f"{name}/{case_part}"
     assert any(v > 0 for v in measured.values()) == samplers.get_sampler(name).model_sampling
+
+
+ABOVE_1 = flow_fixtures_info()["sigmas_above_1"]
+
+
+@pytest.mark.parametrize("label", sorted(ABOVE_1))
+def test_sigma_lists_above_1_give_the_reference_nans(label):
+    """§3.6.6: reproducing the reference means producing its NaNs (`flow_checks` refuses such lists
+    upstream); the (O) samplers replace only entry 0, the RF and flow-lambda branches go NaN above 1."""
+    sigmas = torch.tensor(ABOVE_1[label]["sigmas"], dtype=torch.float32)
+    x = SD3.noise_scaling(sigmas[0], flow_start_noise(), torch.zeros(1, 2, 4, 4))
+    for name, expected in ABOVE_1[label]["result"].items():
+        model, cfg = flow_fixture_model("simple10")
+        denoise = cfg_denoiser(model, model.encode("positive"), model.encode("negative"), cfg)
+        injected = flow_fixtures_info()["samplers"][name]["noise_sampler_injected"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = samplers.sample(denoise, x, sigmas, name, seed=FLOW_SEED, model_sampling=SD3,
+                                  noise_sampler=FixtureNoise() if injected else None)
+        got = "finite" if torch.isfinite(out).all() else (
+            f"non-finite ({int(out.isnan().sum())} NaN, {int(out.isinf().sum())} inf of {out.numel()})")
+        assert got == expected, f"{label}: {name}"
