@@ -70,18 +70,22 @@ def grid_figure(sweep, x, y=None, value="image", where=None, ax=None):
         fig, ax = plt.subplots(figsize=(0.9 * len(xs) + 2.2, 0.5 * len(ys) + 1.6))
     else:
         fig = ax.figure
+    from matplotlib.colors import LogNorm
+
     finite = grid[np.isfinite(grid)]
     if value.startswith("detail") and len(finite) and (finite > 0).all():
         # a ratio: 1 (as detailed as a plain run) in the middle, under- and over-noised alike on a log scale
-        from matplotlib.colors import LogNorm
-
-        top = max(float(finite.max()), 1 / float(finite.min()), 1.1)
+        top = max(float(finite.max()), 1 / float(finite.min()), 2.0)  # within 2x of a plain run: pale
         image = ax.imshow(grid, cmap="RdBu_r", norm=LogNorm(1 / top, top), aspect="auto")
         dark = np.abs(np.log(np.where(np.isfinite(grid), grid, 1.0))) > 0.6 * np.log(top)
     else:
         image = ax.imshow(grid, cmap="viridis", aspect="auto")
         dark = grid < np.nanmean(grid) if len(finite) else np.zeros(grid.shape, bool)
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046)
+    if isinstance(image.norm, LogNorm):
+        bar.set_ticks([t for t in (0.01, 0.03, 0.1, 0.3, 0.5, 1, 2, 3, 10, 30, 100) if 1 / top <= t <= top])
+        bar.ax.yaxis.set_major_formatter("{x:.3g}")
+        bar.ax.yaxis.set_minor_formatter("")
     for r in range(len(ys)):
         for c in range(len(xs)):
             if np.isfinite(grid[r, c]):
