@@ -20,11 +20,12 @@ import warnings
 import torch
 
 from . import masks as mask_ops
+from .flow_checks import FlowModelWarning, check_flow_sigmas
 from .model_sampling import as_model_sampling
 from .inpaint import masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
-from .samplers.core import GuidedDenoiser, denoise_with_uncond
+from .samplers.core import GuidedDenoiser, denoise_with_uncond, final_sigma
 
 
 # The SDE samplers Impact wraps with a tree over the total schedule (not the heun variants, §1.4).
@@ -55,31 +56,6 @@ def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, 
     if len(sigmas) == 0 or (len(sigmas) == 1 and float(sigmas[0]) == 0):
         return CallPlan(None, bounds)
     return CallPlan(sigmas, bounds)
-
-
-UNIPC_FINAL_SIGMA = 0.001  # uni_pc writes it over a final 0 of the call's sigmas (spec §3.6.4)
-
-
-class FlowModelWarning(UserWarning):
-    """An option the reference leaves EPS-only, used on a flow (CONST) model."""
-
-
-def check_flow_sigmas(sigmas: torch.Tensor, what: str = "sigmas") -> None:
-    """Refuse sigmas above 1 on a flow model: its state ``(1 - s) x0 + s n`` has no meaning there (the
-    reference then weights the latent by ``1 - s < 0``, divides by ``1 - s`` and returns NaN or garbage)."""
-    top = float(sigmas.max()) if len(sigmas) else 0.0
-    if top > 1.0:
-        raise ValueError(f"{what}: a flow (CONST) model's sigmas lie in [0, 1], got {top:.6g}; sigma_factor > 1 "
-                         "(or a fixed VE table) is an EPS-only option: use sigma_factor <= 1 on a flow model")
-
-
-def end_sigma(sampler: str, sigmas: torch.Tensor) -> torch.Tensor:
-    """The sigma a call's end rescale uses: the last of its sigmas *after* the sampler ran (uni_pc
-    replaces a final 0 by 0.001 in the reference's tensor, so a CONST run is divided by 0.999)."""
-    last = sigmas[-1]
-    if sampler in ("uni_pc", "uni_pc_bh2") and float(last) == 0:
-        return torch.tensor(UNIPC_FINAL_SIGMA, dtype=sigmas.dtype)
-    return last
 
 
 @dataclass
@@ -176,5 +152,5 @@ def sampler_call(
         if callback is not None:
             callback(state)
     denoised = state.x if last_denoised is None else last_denoised
-    samples = state.x if not const else ms.inverse_noise_scaling(end_sigma(sampler, sigmas), state.x)
+    samples = state.x if not const else ms.inverse_noise_scaling(final_sigma(sampler, sigmas), state.x)
     return CallResult(samples, denoised, sigmas, calls[0], leftover, return_x0)
