@@ -110,6 +110,9 @@ def write_session(path, doc: dict, masks: dict, tensors: dict) -> None:
     from safetensors.torch import save as save_tensors
 
     folder = Path(path)
+    dtype = tensors["latent_image"].dtype
+    if dtype not in (torch.float32, torch.float64):  # what load accepts: refuse before writing anything
+        raise SessionFileError(f"latent_image: a {dtype} latent cannot be saved (float32 or float64)")
     if folder.is_symlink() and not folder.exists():
         raise FileSafetyError(f"{str(folder)!r}: a dangling symlink")
     if folder.exists() and not folder.is_dir():

@@ -403,3 +403,44 @@ def test_a_fifo_or_folder_in_place_of_a_file_is_refused(saved, unchanged):
     os.mkfifo(masks)  # opening it for reading would block forever
     with unchanged(saved), pytest.raises(FileSafetyError, match="'masks.npz': not a regular file"):
         rw.RegionalSamplerSession.load(saved, MODEL)
+
+
+def test_version_1_folders_still_load_and_are_replaced_as_ours(tmp_path):
+    folder = tmp_path / "v1"
+    s = stepped(2)
+    s.save(folder)
+    doc = index(folder)
+    del doc["files"]
+    doc["version"] = 1
+    (folder / "session.json").write_text(json.dumps(doc))  # the fixed names of version 1
+    same(rw.RegionalSamplerSession.load(folder, MODEL), s)
+    newer = stepped(3)
+    newer.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["latents.1.safetensors", "masks.1.npz", "session.json"]
+    same(rw.RegionalSamplerSession.load(folder, MODEL), newer)
+
+
+def test_a_latent_load_would_refuse_is_not_saved(tmp_path):
+    s = rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, N, N).half(), regions=[])
+    with pytest.raises(SessionFileError, match=r"latent_image: a torch.float16 latent cannot be saved"):
+        s.save(tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+
+
+def test_io_never_imports_the_session_or_the_widgets():
+    import ast
+    import pathlib
+
+    import regional_widgets.io as package
+
+    for source in pathlib.Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not any(part in ("session", "widgets") for part in name.strip(".").split(".")), \
+                    (source.name, name)
