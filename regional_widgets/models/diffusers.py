@@ -40,12 +40,13 @@ from typing import Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from ..sampling import model_sampling as _model_sampling
-from ..sampling.model_sampling import ModelSamplingDiscrete
+from ..sampling.latent_formats import LATENT_FORMATS
+from ..sampling.model_sampling import (ModelSamplingDiscrete, flux_model_sampling, flux_schnell_model_sampling,
+                                       sd3_model_sampling)
 from ..sampling.schedules import as_model_sampling
 from .base import PromptCache
-from .families import (FAMILY_LATENT_FORMAT, LATENT_FORMATS, SUPPORTED, SDXLSizes, UnknownModelFolder,
-                       detect_family, fit_latent_rgb, linear_preview)
+from .families import (FAMILY_LATENT_FORMAT, SUPPORTED, SDXLSizes, UnknownModelFolder, detect_family,
+                       fit_latent_rgb, linear_preview)
 from .latents import SDPreviewSpace, as_rgb_batch
 from .prompts import TokenizerSpec, encode_weighted, tokenize
 
@@ -284,8 +285,8 @@ class DiffusersModel:
         self.latent_format = LATENT_FORMATS[FAMILY_LATENT_FORMAT[self.family]]
         self.latent_channels = int(vae.config.latent_channels)
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.latent_scale_factor = self.latent_format.scale
-        self.latent_shift_factor = self.latent_format.shift
+        self.latent_scale_factor = self.latent_format.scale_factor
+        self.latent_shift_factor = self.latent_format.shift_factor
         self._preview = SDPreviewSpace(self.downscale) if self.family in ("sd1", "sd2") else None
         self._preview_factors = None
         self._conds = PromptCache()
@@ -302,14 +303,12 @@ class DiffusersModel:
                              f"supported: {SUPPORTED}")
 
     def _build_model_sampling(self, config: dict):
-        if self.family in ("sd3", "flux_dev", "flux_schnell"):
-            flow = getattr(_model_sampling, "ModelSamplingDiscreteFlow", None)
-            flux = getattr(_model_sampling, "ModelSamplingFlux", None)
-            if flow is None or flux is None:
-                raise NotImplementedError(f"{self.family}: the flow model sampling (CONST) is not available yet")
-            if self.family == "sd3":
-                return flow(shift=3.0, multiplier=1000)
-            return flux(shift=1.15) if self.family == "flux_dev" else flow(shift=1.0, multiplier=1.0)
+        if self.family == "sd3":
+            return sd3_model_sampling()  # DiscreteFlow(shift 3, x1000) x CONST, whatever the config's shift
+        if self.family == "flux_dev":
+            return flux_model_sampling()  # Flux(mu 1.15) x CONST: the reference without the ModelSamplingFlux node
+        if self.family == "flux_schnell":
+            return flux_schnell_model_sampling()  # DiscreteFlow(shift 1, x1) x CONST
         prediction_type = config.get("prediction_type", "epsilon")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"scheduler_config: prediction_type {prediction_type!r} is not supported; "
@@ -482,12 +481,11 @@ class DiffusersModel:
                          f"(got {type(cond).__name__})")
 
     def _denoise(self, x, sigma, conds, single: Optional[Conditioning] = None) -> torch.Tensor:
-        s = sigma.view(-1, 1, 1, 1)
-        device, dtype = self.device, self.dtype
-        if self.is_flow:  # CONST: the network sees x and predicts the velocity
-            x_in = x.to(device, dtype)
-        else:  # the same expressions as diffusers' scale_model_input and step(): bitwise equal at the same t
-            x_in = (x / ((s ** 2 + 1) ** 0.5)).to(device, dtype)
+        """One network call through the model sampling: calculate_input -> network(timestep(sigma)) ->
+        calculate_denoised (EPS/V: the input ``x / sqrt(sigma^2 + 1)``, bitwise diffusers'
+        scale_model_input; CONST: x itself, the output a velocity)."""
+        ms, device, dtype = self.model_sampling, self.device, self.dtype
+        x_in = ms.calculate_input(sigma, x).to(device, dtype)
         t = self.timestep(sigma).to(device, torch.float32)
         if conds is None:  # one cond already batched [B, ...]
             context, pooled, conds = single.context, single.pooled, [single] * len(x)
@@ -498,11 +496,7 @@ class DiffusersModel:
         pooled = pooled.to(device, dtype) if pooled is not None else None
         with torch.no_grad():
             out = self._network_call(x_in, t, context, pooled, conds).to(x.device, x.dtype)
-        if self.is_flow:
-            return x - s * out
-        if self.prediction_type == "v_prediction":
-            return out * (-s / (s ** 2 + 1) ** 0.5) + x / (s ** 2 + 1)
-        return x - s * out
+        return ms.calculate_denoised(sigma, out, x)
 
     def _network_call(self, x_in, t, context, pooled, conds) -> torch.Tensor:
         if self.family in ("sd1", "sd2"):

@@ -21,30 +21,7 @@ SUPPORTED = ("StableDiffusionPipeline (SD1.x/SD2.x), StableDiffusionXLPipeline (
              "StableDiffusion3Pipeline (SD3/SD3.5), FluxPipeline (Flux-dev/-schnell)")
 
 
-@dataclass(frozen=True)
-class LatentFormat:
-    """The reference's latent format: model space = (VAE space - shift) * scale (spec §5)."""
-
-    name: str
-    scale: float
-    shift: float
-    channels: int
-
-    def process_in(self, z: torch.Tensor) -> torch.Tensor:
-        """VAE space -> model space. (The reference skips this for an all-zero latent.)"""
-        return (z - self.shift) * self.scale
-
-    def process_out(self, z: torch.Tensor) -> torch.Tensor:
-        """Model space -> VAE space."""
-        return z / self.scale + self.shift
-
-
-LATENT_FORMATS = {
-    "SD15": LatentFormat("SD15", 0.18215, 0.0, 4),
-    "SDXL": LatentFormat("SDXL", 0.13025, 0.0, 4),
-    "SD3": LatentFormat("SD3", 1.5305, 0.0609, 16),
-    "Flux": LatentFormat("Flux", 0.3611, 0.1159, 16),
-}
+# The reference's latent format of each family (`sampling.latent_formats`), by name.
 FAMILY_LATENT_FORMAT = {"sd1": "SD15", "sd2": "SD15", "sdxl": "SDXL", "sdxl_refiner": "SDXL", "sd3": "SD3",
                         "flux_dev": "Flux", "flux_schnell": "Flux"}
 
