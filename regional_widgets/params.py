@@ -16,6 +16,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from traitlets import TraitError, TraitType, Undefined
 
+from .sampling import checks
 from .sampling.noise import SEED_MAX
 
 MAX_STEPS = 10000  # the nodes' largest steps / start / end / base_only_steps (ComfyUI's INT max here)
@@ -27,10 +28,8 @@ class ParameterError(ValueError, TraitError):
 
 
 def check_int(value, name: str, lo: int, hi: int) -> int:
-    """An integer (a bool is not one) in ``lo..hi``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ParameterError(f"{name}: expected an integer in {lo}..{hi}, got {value!r}")
-    return int(value)
+    """An integer (a bool is not one) in ``lo..hi`` (`sampling.checks.check_int`, raising ParameterError)."""
+    return checks.check_int(value, name, lo, hi, error=ParameterError)
 
 
 def check_float(value, name: str, lo: float, hi: float, open_low: bool = False) -> float:

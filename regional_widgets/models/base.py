@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
+from ..sampling.checks import check_int
 from ..sampling.latent_formats import LatentFormat
 from ..sampling.samplers.core import GuidedDenoiser
 
@@ -179,9 +179,7 @@ def process_out(z: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+    return check_int(value, name, 1, accepted="a positive integer")
 
 
 def empty_latent(model, height: int, width: int, batch: int = 1) -> torch.Tensor:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..sampling import model_sampling as _model_sampling
+from ..sampling.checks import check_int
 from ..sampling.model_sampling import ModelSamplingDiscrete, sd15_model_sampling, sd15_table
 from .latents import LATENT_SPACES, as_rgb_batch
 from .toyworld_images import VOCABULARY, make_exemplars, resolve_textures
@@ -292,6 +293,4 @@ def _check_variance(value):
 
 
 def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import check_int
+
 MAX_OVERLAP = 10000  # the reference's largest overlap_factor
 
 
@@ -63,9 +65,7 @@ def grow(mask: torch.Tensor, overlap_factor: int, *, swap_quirk: bool = True) ->
     mask that is 1 wherever the box holds a 1. Here the same box test is made with running sums
     along each axis, O(H W) for any k, with the same bits.
     """
-    if isinstance(overlap_factor, bool) or not isinstance(overlap_factor, (int, np.integer)) \
-            or not 0 <= overlap_factor <= MAX_OVERLAP:
-        raise ValueError(f"overlap_factor: expected an integer in 0..{MAX_OVERLAP}, got {overlap_factor!r}")
+    check_int(overlap_factor, "overlap_factor", 0, MAX_OVERLAP)
     h, w = mask.shape
     out_h, out_w = (w, h) if swap_quirk else (h, w)
     m = resize(mask, out_h, out_w)

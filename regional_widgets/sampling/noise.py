@@ -14,16 +14,15 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-import numpy as np
 import torch
+
+from .checks import check_int
 
 SEED_MAX = 2**64 - 1
 
 
 def check_seed(seed, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"{name}: expected an integer in 0..2^64-1 (0..{SEED_MAX}), got {seed!r}")
-    return int(seed)
+    return check_int(seed, name, 0, SEED_MAX, accepted=f"an integer in 0..2^64-1 (0..{SEED_MAX})")
 
 
 def _generator(seed: int, device="cpu") -> torch.Generator:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from .checks import check_int
 from .model_sampling import ModelSamplingDiscrete, as_model_sampling, sd15_model_sampling, sd15_table
 
 ModelSampling = ModelSamplingDiscrete  # the older name, kept for callers
@@ -137,9 +138,7 @@ _SCHEDULERS = {
 
 
 def check_steps(steps, name: str = "steps") -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {steps!r}")
-    return int(steps)
+    return check_int(steps, name, 1)
 
 
 def check_scheduler(scheduler) -> str:

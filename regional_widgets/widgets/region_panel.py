@@ -7,7 +7,7 @@ import ipywidgets as widgets
 import numpy as np
 from traitlets import Int, observe, validate
 
-from ..params import ParameterError
+from ..params import check_int
 from ..regional import SamplerConfig
 from ..sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..sampling.noise import VARIATION_METHODS
@@ -150,11 +150,7 @@ class RegionPanel(widgets.VBox):
     @validate("selected")
     def _valid_selected(self, proposal):
         # checked before it is stored: the canvas linked to it accepts the same range, so the two never part
-        n = max(len(self.session.regions), 1)
-        value = proposal["value"]
-        if isinstance(value, bool) or not 1 <= value <= n:
-            raise ParameterError(f"selected: expected a region number in 1..{n}, got {value!r}")
-        return value
+        return check_int(proposal["value"], "selected", 1, max(len(self.session.regions), 1))
 
     @observe("selected")
     def _on_selected(self, change):

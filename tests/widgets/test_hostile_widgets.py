@@ -41,7 +41,7 @@ def test_panel_selection_out_of_range_is_refused_and_never_parts_from_the_canvas
     link((panel, "selected"), (canvas, "active_region"))
     panel.selected = 2
     for bad in (99, 0, -1, 3):
-        with pytest.raises(ParameterError, match=rf"selected: expected a region number in 1\.\.2, got {bad}"):
+        with pytest.raises(ParameterError, match=rf"selected: expected an integer in 1\.\.2, got {bad}"):
             panel.selected = bad
         assert panel.selected == canvas.active_region == 2
     canvas.active_region = 1

@@ -1,0 +1,21 @@
+"""The one integer check: an int (numpy's too, never a bool) within bounds, or a named error.
+
+Every layer's parameter checks call it (the session's `params` with `ParameterError`), so the
+rule and the wording are written once.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def check_int(value, name: str, lo: int, hi: Optional[int] = None, *, accepted: Optional[str] = None,
+              error: type = ValueError) -> int:
+    """``int(value)`` if it is an integer in ``lo..hi`` (``>= lo`` without ``hi``); else ``error`` naming
+    ``name``, what is accepted and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo \
+            or (hi is not None and value > hi):
+        accepted = accepted or (f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}")
+        raise error(f"{name}: expected {accepted}, got {value!r}")
+    return int(value)
