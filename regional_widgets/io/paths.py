@@ -105,7 +105,7 @@ def read_bytes(folder, name, limit: int) -> bytes:
 
 def json_depth(data: bytes) -> int:
     """How deeply arrays/objects nest in JSON text (strings skipped), without parsing it."""
-    stripped = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', data)
+    stripped = re.sub(rb'"[^"\\]*(?:\\.[^"\\]*)*"', b'""', data)  # each string, escapes included
     codes = np.frombuffer(stripped, np.uint8)
     opens = (codes == ord("[")) | (codes == ord("{"))
     closes = (codes == ord("]")) | (codes == ord("}"))
