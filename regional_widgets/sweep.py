@@ -147,7 +147,7 @@ def thumbnail(model, latent) -> np.ndarray:
     """The decoded latent as uint8 RGB, at most `THUMBNAIL` pixels a side."""
     from PIL import Image
 
-    rgb = model.decode(latent)[0].clamp(0, 1).numpy()
+    rgb = model.decode(latent)[0].clamp(0, 1).float().cpu().numpy()
     image = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
     image.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
     return np.asarray(image).copy()
