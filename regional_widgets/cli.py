@@ -39,6 +39,8 @@ def _check_outputs(args) -> None:
         raise UsageError(f"--out {args.out}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
     if args.strip and Path(args.strip).suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--strip {args.strip}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
+    if not args.fps > 0:
+        raise UsageError(f"--fps {args.fps:g}: expected a positive number")
     if args.steps_gif:
         suffix = Path(args.steps_gif).suffix.lower()
         if suffix not in (".gif", ".mp4"):
@@ -176,6 +178,23 @@ def _run_with_progress(session, progress: bool) -> None:
             bar.update(1)
 
 
+def _detail_ratios(session, model, timings):
+    """``(ratios, note)``: `rw.detail_ratios` where the model has exemplars to measure against."""
+    from .compare import detail_ratios
+
+    if not session.regions:
+        return None, "no regions"
+    if not hasattr(model.encode(""), "exemplars"):
+        return None, "the model has no exemplars (detail ratios need ToyWorld)"
+    t0 = time.perf_counter()
+    try:
+        return [float(f"{r:.4g}") for r in detail_ratios(session)], None
+    except ValueError as err:  # e.g. a region too small to measure
+        return None, str(err)
+    finally:
+        timings["detail_ratios_s"] = time.perf_counter() - t0
+
+
 def cmd_run(args) -> int:
     import matplotlib
 
@@ -212,21 +231,8 @@ def cmd_run(args) -> int:
         written["strip"] = str(args.strip)
         timings["strip_s"] = time.perf_counter() - t0
 
-    ratios, ratio_note = None, None
     if args.json:
-        has_exemplars = hasattr(model.encode(""), "exemplars")
-        if not session.regions:
-            ratio_note = "no regions"
-        elif not has_exemplars:
-            ratio_note = "the model has no exemplars (detail ratios need ToyWorld)"
-        else:
-            t0 = time.perf_counter()
-            try:
-                ratios = [float(f"{r:.4g}") for r in rw.detail_ratios(session)]
-            except ValueError as err:  # e.g. a region too small to measure
-                ratio_note = str(err)
-            timings["detail_ratios_s"] = time.perf_counter() - t0
-    if args.json:
+        ratios, ratio_note = _detail_ratios(session, model, timings)
         summary = {
             "status": "done" if session.done else "stopped",
             "session_status": session.status,

@@ -140,6 +140,7 @@ ERRORS = {
     "--steps-gif not a gif": (["run", "{s}", "--out", "x.png", "--steps-gif", "x.png"], ["--steps-gif", ".gif"]),
     "--model a missing path": (["run", "{s}", "--out", "x.png", "--model", "no/such/model"], ["--model", "diffusers"]),
     "--model not a diffusers folder": (["run", "{s}", "--out", "x.png", "--model", "{empty}"], ["--model", "missing"]),
+    "--fps 0": (["run", "{s}", "--out", "x.png", "--steps-gif", "x.gif", "--fps", "0"], ["--fps 0", "positive"]),
     "no --out": (["run", "{s}"], ["--out"]),
     "an unknown option": (["run", "{s}", "--out", "x.png", "--bogus"], ["--bogus"]),
     "an unknown command": (["bogus"], ["bogus"]),
