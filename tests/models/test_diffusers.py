@@ -479,3 +479,18 @@ def test_importing_regional_widgets_does_not_import_diffusers():
             "assert 'DiffusersModel' in dir(m)")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert rw.models.DiffusersModel is DiffusersModel
+
+
+def test_prompt_syntax_applies_to_sd15_too(model):
+    """The reference's weights and chunks for SD1.5 (spec model_families.md §4.1): "(sky:1.5)" is
+    interpolated from the empty prompt's encoding; 100 words are two 77-token chunks."""
+    plain, weighted, empty = model.encode("a sky"), model.encode("a (sky:1.5)"), model.encode("")
+    expected = plain.clone()
+    expected[:, 2] = empty[:, 2] + 1.5 * (plain[:, 2] - empty[:, 2])
+    torch.testing.assert_close(weighted, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(weighted, plain)
+    long = model.encode(" ".join(["a"] * 100))
+    assert long.shape == (1, 154, 32)
+    torch.testing.assert_close(long[:, :77], model.encode(" ".join(["a"] * 75)), atol=1e-6, rtol=0)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(12))
+    assert torch.isfinite(cfg_denoiser(model, long, empty, 3.0)(x, torch.tensor([2.0]))).all()
