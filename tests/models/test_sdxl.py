@@ -20,7 +20,8 @@ from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel  # 
 import regional_widgets as rw  # noqa: E402
 from regional_widgets.models import cfg_denoiser  # noqa: E402
 from regional_widgets.models.diffusers import Conditioning, DiffusersModel, sdxl_context  # noqa: E402
-from regional_widgets.models.families import SDXLSizes, fourier_embedding, sdxl_adm  # noqa: E402
+from regional_widgets.models.families import (SDXLSizes, UnknownModelFolder, detect_family,  # noqa: E402
+                                              fourier_embedding, sdxl_adm)
 from regional_widgets.models.prompts import (TokenizerSpec, chunk_tokens, parse_weights,  # noqa: E402
                                              tokenize)
 from regional_widgets.sampling.samplers import sample  # noqa: E402
@@ -330,3 +331,41 @@ def test_bfloat16_weights_and_encoder_offload(model, sdxl_folder):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     torch.testing.assert_close(out, model(x, torch.tensor([2.0]), model.encode("a sky cat")), atol=0.15, rtol=0)
     assert half.spec["torch_dtype"] == "bfloat16"
+
+
+def test_family_detection_from_the_configs_alone(tmp_path):
+    """detect_family reads model_index.json and the component configs only (no weights loaded)."""
+    def folder(name, index, **configs):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "model_index.json").write_text(json.dumps(index))
+        for sub, config in configs.items():
+            (root / sub).mkdir()
+            (root / sub / "config.json").write_text(json.dumps(config))
+        return root
+
+    clip = ["transformers", "CLIPTextModel"]
+    assert detect_family(folder("sd15", {"_class_name": "StableDiffusionPipeline", "text_encoder": clip},
+                                unet={}, text_encoder={"hidden_size": 768})) == "sd1"
+    assert detect_family(folder("sd2", {"_class_name": "StableDiffusionPipeline"}, unet={},
+                                text_encoder={"hidden_size": 1024})) == "sd2"
+    assert detect_family(folder("xl", {"_class_name": "StableDiffusionXLPipeline", "text_encoder": clip},
+                                unet={"addition_embed_type": "text_time"}, text_encoder={})) == "sdxl"
+    assert detect_family(folder("refiner", {"_class_name": "StableDiffusionXLImg2ImgPipeline",
+                                            "text_encoder": [None, None]},
+                                unet={"addition_embed_type": "text_time"})) == "sdxl_refiner"
+    assert detect_family(folder("sd35", {"_class_name": "StableDiffusion3Pipeline"},
+                                transformer={"_class_name": "SD3Transformer2DModel"})) == "sd3"
+    assert detect_family(folder("dev", {"_class_name": "FluxPipeline"},
+                                transformer={"_class_name": "FluxTransformer2DModel", "guidance_embeds": True})) \
+        == "flux_dev"
+    assert detect_family(folder("schnell", {"_class_name": "FluxPipeline"},
+                                transformer={"_class_name": "FluxTransformer2DModel", "guidance_embeds": False})) \
+        == "flux_schnell"
+    pixart = folder("pixart", {"_class_name": "PixArtSigmaPipeline"},
+                    transformer={"_class_name": "PixArtTransformer2DModel"})
+    with pytest.raises(UnknownModelFolder, match="PixArtSigmaPipeline.*PixArtTransformer2DModel.*supported: "
+                                                 "StableDiffusionPipeline.*FluxPipeline"):
+        DiffusersModel.from_pretrained(pixart)
+    with pytest.raises(UnknownModelFolder, match="addition_embed_type='image'"):
+        detect_family(folder("kandinsky", {}, unet={"addition_embed_type": "image"}))
