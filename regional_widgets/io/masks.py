@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -48,7 +49,11 @@ def open_image(source, formats=DISPLAY_FORMATS, max_pixels=MAX_PIXELS, size=None
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(bytes(source))
         try:
-            image = Image.open(source, formats=list(formats))
+            with warnings.catch_warnings():
+                if (max_pixels if size is None else size[0] * size[1]) <= (Image.MAX_IMAGE_PIXELS or 0):
+                    # our own, lower bound refuses it below: Pillow's warning would only be noise
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source, formats=list(formats))
         except Image.DecompressionBombError as err:
             raise ValueError(f"{what}: refused by Pillow's decompression-bomb guard ({err})") from None
         except Image.UnidentifiedImageError:
