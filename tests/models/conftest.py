@@ -1,10 +1,8 @@
-"""Tiny SDXL, SD3 and Flux folders, built once per test session (see tiny_families.py)."""
+"""Tiny SDXL, SD3 and Flux folders, built once per test session (see tiny_families.py; diffusers is
+imported only when a family test asks for a folder, so the other model tests run without it)."""
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="session")
