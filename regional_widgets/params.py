@@ -61,7 +61,7 @@ def check_instance(value, name: str, cls: type):
 
 def check_index_list(value, name: str, length: int, hi: int = MAX_BATCH_INDEX) -> list:
     """``length`` integers in ``0..hi`` (a latent's ``batch_index``: one index per batch item)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)) or len(value) != length:
+    if not isinstance(value, (list, tuple, np.ndarray)) or np.ndim(value) != 1 or len(value) != length:
         raise ParameterError(f"{name}: expected a list of {length} integers in 0..{hi} (one per batch item), "
                              f"got {value!r}")
     return [check_int(v, f"{name}[{k}]", 0, hi) for k, v in enumerate(value)]
