@@ -19,14 +19,14 @@ class Node:
     def __init__(self, model, base, regions, overlap_factor, additional_mode, additional_sampler, ratio):
         self.model, self.base, self.regions = model, base, regions
         self.mode, self.add_sampler, self.ratio = additional_mode, additional_sampler, ratio
-        self.raw = [torch.as_tensor(r.mask) for r in regions]
+        self.raw = [r.mask_tensor for r in regions]
         self.inv = (masks.union(self.raw) == 0).float() if regions else None
         self.grown = [masks.grow(m, overlap_factor) for m in self.raw]
 
     def noise(self, latent, seed):
         n = prepare_noise(latent, seed)
         for r in self.regions:
-            n = touch_noise(n, torch.as_tensor(r.mask), r.variation_seed, r.variation_strength, r.variation_method)
+            n = touch_noise(n, r.mask_tensor, r.variation_seed, r.variation_strength, r.variation_method)
         return n
 
     def sample_advanced(self, cfg, add, seed, steps, latent, start, end, leftover, mask, noise=None, recovery=True):
