@@ -1,5 +1,7 @@
 """Hostile input against the session: each is refused with a message that names the parameter, the
 value and what is accepted, and leaves every trait, the program and the history as they were."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -215,6 +217,10 @@ def test_history_limit_and_sigma_factor():
         rw.SamplerConfig(sigma_factor=0)
     with pytest.raises(ValueError, match=r"sigma_factor: expected a number in \(0, 10\], got nan"):
         rw.SamplerConfig(sigma_factor=float("nan"))
+    before = snapshot(s)
+    with pytest.raises(ValueError, match=r"sigma_factor: expected a number in \(0, 10\], got 0"):
+        s.regions[0].config = dataclasses.replace(s.regions[0].config, sigma_factor=0)
+    assert changed(before, snapshot(s)) == []
     s.history_limit = 0  # keeps only what it must: the start, the seal and the last state
     s.run()
     assert torch.equal(s.result, make().run())
