@@ -9,6 +9,49 @@ def _rgb(model, latent: torch.Tensor) -> np.ndarray:
     return model.decode(latent)[0].clamp(0, 1).cpu().numpy()
 
 
+def _is_flow(session) -> bool:
+    from .models.base import is_flow_model
+
+    return is_flow_model(session.model)
+
+
+def picture(session, which: str = "latent") -> torch.Tensor:
+    """What the session's ``latent`` (or ``result``) really shows, ready to decode.
+
+    On a flow model the reference's leftover-noise latents are ``x / (1 - sigma)`` (far noisier than the
+    picture at that step): they are shown as ``(1 - sigma) * latent`` with each pixel's effective sigma
+    (`models.base.display_latent`). EPS/V models: the latent itself. The session's traits are unchanged.
+    """
+    from .models.base import display_latent
+
+    if which == "result":
+        if not _is_flow(session):
+            return session.result
+        state = session.history[session.cursor] if session.result is not None else None
+        held = None
+        if state is not None:  # the result is the composite (restore_latent) or the final call's output
+            held = state.base_sigma_map if state.result is state.base_latent else state.sigma_map
+        return display_latent(session.model, session.result, held)
+    return display_latent(session.model, session.latent, session.sigma_map)
+
+
+def sigma_axis(ax, session, label: str = "sigma"):
+    """A sigma axis: log-like from 14.6 down for EPS/V models, linear 0..1 for flow models."""
+    if _is_flow(session):
+        ax.set_yscale("linear")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(f"{label} (flow, 0..1)")
+    else:
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_ylabel(label)
+
+
+def sigma_range(session, data) -> tuple:
+    """Colour limits of a sigma map: 0..1 on a flow model, 0..max otherwise."""
+    top = float(np.max(data)) if np.size(data) else 0.0
+    return (0.0, 1.0) if _is_flow(session) else (0.0, max(top, 1e-6))
+
+
 def schedule_steps(session) -> int:
     """The length of the schedule the node's calls index into (RegionalSampler stretches it by 1/denoise)."""
     return session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
@@ -35,9 +78,8 @@ def schedule(session, ax=None):
         ax.plot(np.arange(len(sig)), sig, marker=".", label=f"{label}: {config.scheduler}/{config.sampler}")
     if session.sigma is not None:
         ax.axhline(session.sigma, color="k", lw=0.8, ls="--")
-    ax.set_yscale("symlog", linthresh=0.01)
+    sigma_axis(ax, session)
     ax.set_xlabel("step")
-    ax.set_ylabel("sigma")
     ax.legend(fontsize=7)
     return fig if fig is not None else ax.figure
 
@@ -96,9 +138,11 @@ def sigma_map(session):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(6, 2.8))
-    for ax, (title, data, cmap) in zip(axes, (("effective sigma", session.sigma_map, "viridis"),
+    flow = " (flow, 0..1)" if _is_flow(session) else ""
+    for ax, (title, data, cmap) in zip(axes, ((f"effective sigma{flow}", session.sigma_map, "viridis"),
                                               ("calls this step", session.times_map, "magma"))):
-        image = ax.imshow(data.numpy(), cmap=cmap, interpolation="nearest")
+        clim = sigma_range(session, data.numpy()) if cmap == "viridis" and flow else (None, None)
+        image = ax.imshow(data.numpy(), cmap=cmap, interpolation="nearest", vmin=clim[0], vmax=clim[1])
         fig.colorbar(image, ax=ax, fraction=0.046)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
@@ -131,7 +175,7 @@ def step_strip(session, every: int = 1):
     last = axes[-1]
     last[0].imshow(mask_overlay([m.numpy() for m in session.masks]), interpolation="nearest")
     last[0].set_title("masks (latent)", fontsize=6)
-    last[1].imshow(_rgb(session.model, session.result))
+    last[1].imshow(_rgb(session.model, picture(session, "result")))
     last[1].set_title("result", fontsize=6)
     fig.suptitle(f"{session.node}: per-step x0 prediction", fontsize=8)
     fig.tight_layout()
@@ -151,7 +195,7 @@ PANELS = {
 
 def _panel_frame(session, panel: str) -> np.ndarray:
     if panel == "latent":
-        return _rgb(session.model, session.latent)
+        return _rgb(session.model, picture(session))
     if panel == "x0":
         denoised = session.denoised if session.denoised is not None else session.latent
         return _rgb(session.model, denoised)

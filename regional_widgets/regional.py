@@ -357,7 +357,9 @@ def _ve(sigma):
 def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
     """`_sigma_map_after` for a flow model: the same algebra on the VE-equivalent levels of the latents
     the reference hands over (a flow Euler step contracts them by ve(s') / ve(s), exactly as an EPS
-    step does sigmas), returned as flow sigmas ``t / (1 + t)``. A call from sigma 1 starts from pure noise."""
+    step does sigmas), returned as flow sigmas ``t / (1 + t)``. A call from sigma 1 starts from its own
+    noise alone (``noise_scaling(1, n, L) = n``): pure noise when it adds noise, and with zero noise (a
+    region's first call) a state with no noise left at all."""
     m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
     held = _ve(state_map)
     inside, outside = held, held
@@ -368,8 +370,8 @@ def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
         if noisy and k == 0:
             inside = torch.sqrt(inside**2 + first**2)
             outside = torch.sqrt(held**2 + last**2)
-        if torch.isinf(first):
-            inside = torch.full_like(inside, float(last))
+        if torch.isinf(first):  # from sigma 1: the state is the call's noise, whatever the latent held
+            inside = torch.full_like(inside, float(last) if noisy and k == 0 else 0.0)
         else:
             inside = inside * (last / first if first > 0 else 1.0)
     ve = m * inside + (1 - m) * outside if mask is not None else inside

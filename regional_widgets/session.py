@@ -27,6 +27,7 @@ from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError
 from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
 from .sampling import recovery
+from .sampling.flow_checks import check_sigma_factor
 from .sampling.noise import VARIATION_METHODS
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
@@ -255,6 +256,10 @@ class RegionalSamplerSession(HasTraits):
         return proposal["value"]
 
     def _check_prompts(self, config, where):
+        try:  # the reference's EPS-only option on a flow model (spec model_families.md §2.5)
+            check_sigma_factor(config.sigma_factor, self._model)
+        except ValueError as err:
+            raise ParameterError(f"{where}: {err}") from None
         for prompt in (config.positive, config.negative):
             if prompt not in self._cond_cache:
                 try:
@@ -358,7 +363,9 @@ class RegionalSamplerSession(HasTraits):
 
     @observe(*_FORKING)
     def _on_forking(self, change):
-        if self._ready:
+        if self._ready and self.mode == "coherent" and change["name"] == "base":
+            self.reset()  # coherent mode's one sigma grid comes from the base sampler: a new run
+        elif self._ready:
             self._fork()
 
     @observe("regions")

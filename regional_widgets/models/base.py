@@ -178,6 +178,28 @@ def process_out(z: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
     return fmt.process_out(z)
 
 
+def is_flow_model(model) -> bool:
+    """Whether ``model`` declares a flow (CONST) model sampling."""
+    sampling = getattr(model, "model_sampling", None)
+    return bool(getattr(sampling, "is_const", False))
+
+
+def display_latent(model, latent: torch.Tensor, sigma) -> torch.Tensor:
+    """The picture a held latent really is, for display (VAE space, like ``latent``).
+
+    On a flow (CONST) model the reference hands latents between its calls as ``x / (1 - sigma)`` =
+    ``x0 + noise * sigma / (1 - sigma)`` (spec model_families.md §2.1): ~27x the noise after the first
+    SD3 step. This returns the flow state ``(1 - sigma) * latent`` (in model space), a picture with noise
+    of std sigma <= 1 as a flow sampler sees it. ``sigma``: a number, or a map at latent resolution (the
+    session's ``sigma_map``); None or an EPS/V model: ``latent`` unchanged.
+    """
+    if sigma is None or latent is None or not is_flow_model(model):
+        return latent
+    fmt = latent_format(model)
+    weight = (1.0 - torch.as_tensor(sigma, dtype=latent.dtype, device=latent.device)).clamp(0.0, 1.0)
+    return process_out(weight * process_in(latent, fmt), fmt)
+
+
 def _positive_int(value, name: str) -> int:
     return check_int(value, name, 1, accepted="a positive integer")
 

@@ -215,7 +215,7 @@ class Inspector(widgets.VBox):
         return plot._rgb(self.session.model, latent)
 
     def _update_decoded(self, cursor):
-        self._show("decoded", self._rgb(self.session.latent))
+        self._show("decoded", self._rgb(plot.picture(self.session)))  # flow: (1 - sigma) * latent
 
     def _update_denoised(self, cursor):
         d = self.session.denoised
@@ -227,7 +227,8 @@ class Inspector(widgets.VBox):
     def _update_sigma_map(self, cursor):
         data = self.session.sigma_map.numpy()
         top = float(data.max())
-        self._show("sigma_map", data, (0.0, max(top, 1e-6)), f"effective σ (max {top:.3g})")
+        flow = ", flow 0..1" if plot._is_flow(self.session) else ""
+        self._show("sigma_map", data, plot.sigma_range(self.session, data), f"effective σ (max {top:.3g}{flow})")
 
     def _update_times_map(self, cursor):
         data = self.session.times_map.numpy()
@@ -281,9 +282,11 @@ class Inspector(widgets.VBox):
                             label=f"{label}: {config.scheduler}/{config.sampler}")
             self._lines.append(line)
             self.schedules[label] = sig
-        ax.set_yscale("symlog", linthresh=0.01)
+        plot.sigma_axis(ax, self.session, "σ")
         ax.relim()
         ax.autoscale_view()
+        if plot._is_flow(self.session):
+            ax.set_ylim(-0.02, 1.02)
 
     def _update_marker(self, cursor):
         s = self.session

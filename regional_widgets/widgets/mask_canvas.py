@@ -19,6 +19,7 @@ from PIL import Image
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..io.masks import open_image, read_mask_png, write_mask_png
+from ..models.base import display_latent
 from ..sampling import masks as mask_ops
 from .painter import TOOLS, Painter, brush_radius, outline_segments
 from .palette import region_color, region_hex
@@ -312,8 +313,9 @@ class MaskCanvas(widgets.VBox):
         shape = self.image_shape
         if self._background_source is not None:
             return _fit_rgb(self._background_source, shape)
-        with torch.no_grad():
-            image = self.session.model.decode(self.session.latent)[0]
+        with torch.no_grad():  # a flow model's leftover-noise latent shown as (1 - sigma) * latent
+            image = self.session.model.decode(display_latent(self.session.model, self.session.latent,
+                                                             self.session.sigma_map))[0]
         return _fit_rgb((image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), shape)
 
     def overlay_rgba(self, box=None) -> np.ndarray:
