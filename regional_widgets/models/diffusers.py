@@ -301,8 +301,19 @@ class DiffusersModel:
         if unet is not None and getattr(unet.config, "addition_embed_type", None) not in (None, "text_time"):
             raise ValueError(f"unet: addition_embed_type={unet.config.addition_embed_type!r} is not supported; "
                              f"supported: {SUPPORTED}")
+        channels = int(self.vae.config.latent_channels)
+        if self.family.startswith("flux") and self.transformer.config.in_channels != 4 * channels:
+            raise ValueError(f"transformer: in_channels={self.transformer.config.in_channels}, expected "
+                             f"{4 * channels} (2x2 patches of {channels} channels); Flux Fill/Canny/Depth "
+                             "(image-conditioned inputs) are not supported")
+        if self.unet is not None and self.unet.config.in_channels != channels:
+            raise ValueError(f"unet: in_channels={self.unet.config.in_channels}, the VAE has {channels} latent "
+                             "channels; inpainting/instruct UNets (extra input channels) are not supported")
 
     def _build_model_sampling(self, config: dict):
+        if str(config.get("_class_name", "")).startswith("EDM"):
+            raise ValueError(f"scheduler_config: {config['_class_name']} (an EDM model such as Playground 2.5) "
+                             "is not supported; discrete EPS/V and flow models only")
         if self.family == "sd3":
             return sd3_model_sampling()  # DiscreteFlow(shift 3, x1000) x CONST, whatever the config's shift
         if self.family == "flux_dev":

@@ -20,8 +20,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline  # noqa: E40
 
 import regional_widgets as rw  # noqa: E402
 from regional_widgets.models import cfg_denoiser  # noqa: E402
-from regional_widgets.models.diffusers import (FLUX_DEFAULT_GUIDANCE, FLUX_T5_MIN_TOKENS,  # noqa: E402
-                                               DiffusersModel, pack_flux, unpack_flux)
+from regional_widgets.models.diffusers import (FAMILY_COMPONENTS, FLUX_DEFAULT_GUIDANCE,  # noqa: E402
+                                               FLUX_T5_MIN_TOKENS, DiffusersModel, pack_flux, unpack_flux)
 from regional_widgets.sampling.latent_formats import LATENT_FORMATS  # noqa: E402
 from regional_widgets.sampling.model_sampling import (ModelSamplingDiscreteFlow, ModelSamplingFlux,  # noqa: E402
                                                       flux_shift)
@@ -202,3 +202,14 @@ def test_regional_session_runs_in_the_app_and_exports_a_workflow(model, tmp_path
     assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage"} <= kinds
     cfgs = [n["inputs"]["cfg"] for n in graph.values() if "cfg" in n["inputs"]]
     assert cfgs and all(c == 1.0 for c in cfgs)
+
+
+def test_flux_fill_style_inputs_are_refused(pipe):
+    from diffusers import FluxTransformer2DModel
+
+    fill = FluxTransformer2DModel(patch_size=1, in_channels=384, out_channels=64, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    parts = {k: v for k, v in pipe.components.items() if k in FAMILY_COMPONENTS["flux"] and k != "transformer"}
+    with pytest.raises(ValueError, match="in_channels=384.*Flux Fill"):
+        DiffusersModel(**parts, transformer=fill, scheduler_config=pipe.scheduler.config)

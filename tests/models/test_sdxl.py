@@ -369,3 +369,12 @@ def test_family_detection_from_the_configs_alone(tmp_path):
         DiffusersModel.from_pretrained(pixart)
     with pytest.raises(UnknownModelFolder, match="addition_embed_type='image'"):
         detect_family(folder("kandinsky", {}, unet={"addition_embed_type": "image"}))
+
+
+def test_edm_and_inpainting_checkpoints_are_refused(pipe):
+    parts = {k: v for k, v in pipe.components.items() if k not in ("scheduler", "image_encoder", "feature_extractor")}
+    with pytest.raises(ValueError, match="EDMDPMSolverMultistepScheduler.*Playground"):
+        DiffusersModel(**parts, scheduler_config={"_class_name": "EDMDPMSolverMultistepScheduler"})
+    inpaint = UNet2DConditionModel.from_config({**pipe.unet.config, "in_channels": 9})
+    with pytest.raises(ValueError, match="in_channels=9.*inpainting"):
+        DiffusersModel(**{**parts, "unet": inpaint}, scheduler_config=pipe.scheduler.config)
