@@ -191,3 +191,11 @@ def test_gaussian_toy_final_std(family, name):
     x = ms.noise_scaling(sigmas[0], noise, torch.zeros_like(noise), ms.is_max_denoise(sigmas[0]))
     out = ms.inverse_noise_scaling(sigmas[-1], samplers.sample(denoise, x, sigmas, name, seed=1, model_sampling=ms))
     assert close8(out.std(), FIXTURES["gaussian_toy_final_std"][f"{family}/{name}"])
+
+
+def test_sd3_schedules_are_the_reference_float32_lists_bit_for_bit():
+    """The exact float32 lists of the flow sampler fixtures (info ``sigmas``) from our SD3 table."""
+    info = json.loads((Path(__file__).parents[1] / "data" / "sampler_fixtures_flow_info.json").read_text())
+    sd3 = sd3_model_sampling()
+    assert torch.equal(calculate_sigmas(sd3, "simple", 10), torch.tensor(info["sigmas"]["simple10"]))
+    assert torch.equal(calculate_sigmas(sd3, "normal", 7), torch.tensor(info["sigmas"]["normal7"]))
