@@ -48,7 +48,7 @@ from .base import PromptCache
 from .families import (FAMILY_LATENT_FORMAT, SUPPORTED, SDXLSizes, UnknownModelFolder, detect_family,
                        fit_latent_rgb, linear_preview)
 from .latents import SDPreviewSpace, as_rgb_batch
-from .prompts import TokenizerSpec, encode_weighted, tokenize
+from .prompts import TokenizerSpec, empty_chunk, encode_weighted, tokenize
 
 try:
     import diffusers  # noqa: F401
@@ -429,11 +429,19 @@ class DiffusersModel:
         return self._conds.get((prompt, self.clip_layer), lambda: self._encode(prompt))
 
     def conditioning(self, prompt: str, *, guidance: Optional[float] = None, sizes: Optional[SDXLSizes] = None,
-                     aesthetic_score: Optional[float] = None, negative: bool = False) -> Conditioning:
+                     aesthetic_score: Optional[float] = None, negative: bool = False,
+                     text_l: Optional[str] = None) -> Conditioning:
         """`encode` with the options of the reference's family nodes: Flux ``guidance`` (FluxGuidance /
-        CLIPTextEncodeFlux), SDXL ``sizes`` (CLIPTextEncodeSDXL), the refiner's ``aesthetic_score``
-        (default 6.0, 2.5 with ``negative=True``)."""
-        cond = self.encode(prompt)
+        CLIPTextEncodeFlux), SDXL ``sizes`` and ``text_l`` (CLIPTextEncodeSDXL: ``prompt`` is text_g,
+        ``text_l`` CLIP-L's own text), the refiner's ``aesthetic_score`` (default 6.0, 2.5 with
+        ``negative=True``)."""
+        if text_l is not None and text_l != prompt:
+            if self.family != "sdxl":
+                raise ValueError(f"text_l: a separate CLIP-L text is an SDXL option, not {self.family}'s")
+            cond = self._conds.get((prompt, self.clip_layer, "text_l", text_l),
+                                   lambda: self._encode_sdxl(prompt, text_l))
+        else:
+            cond = self.encode(prompt)
         if not isinstance(cond, Conditioning):
             raise ValueError(f"conditioning: {self.family} prompts have no options; use encode(prompt)")
         changes = {}
@@ -553,12 +561,14 @@ class DiffusersModel:
         finally:
             encoder.to("cpu")
 
-    def _clip(self, encoder, tokenizer, prompt: str, pooled: Optional[str]):
+    def _clip(self, encoder, tokenizer, prompt: str, pooled: Optional[str], chunks: int = 1):
         """A CLIP encoder's weighted, chunked context and its first chunk's pooled vector
-        (``"projected"``, ``"unprojected"`` or None)."""
+        (``"projected"``, ``"unprojected"`` or None); at least ``chunks`` chunks (empty ones appended)."""
         kind = _encoder_kind(self.family)
         layer = kind["layer"] if self.clip_layer is None else int(self.clip_layer)
         spec = TokenizerSpec.clip(tokenizer)
+        tokens = tokenize(tokenizer, prompt, spec)
+        tokens += [empty_chunk(spec, len(tokens[0]))] * (chunks - len(tokens))
 
         def run(ids):
             with self._encoder_on_device(encoder) as enc, torch.no_grad():
@@ -571,7 +581,7 @@ class DiffusersModel:
                     vector = enc.text_projection(vector)
                 return hidden.float(), (vector.float() if pooled else None)
 
-        return encode_weighted(tokenize(tokenizer, prompt, spec), spec, run)
+        return encode_weighted(tokens, spec, run)
 
     def _t5(self, encoder, tokenizer, prompt: str, min_tokens: int) -> torch.Tensor:
         spec = TokenizerSpec.t5(tokenizer, min_tokens)
@@ -582,14 +592,23 @@ class DiffusersModel:
 
         return encode_weighted(tokenize(tokenizer, prompt, spec), spec, run)[0]
 
+    def _encode_sdxl(self, text_g: str, text_l: str) -> Conditioning:
+        """CLIP-L gets ``text_l``, CLIP-G ``text_g`` (the same text with CLIPTextEncode); with two texts the
+        shorter token list is padded with empty chunks (CLIPTextEncodeSDXL)."""
+        chunks = 1
+        if text_g != text_l:
+            chunks = max(len(tokenize(tok, text, TokenizerSpec.clip(tok)))
+                         for tok, text in ((self.tokenizer, text_l), (self.tokenizer_2, text_g)))
+        clip_l = self._clip(self.text_encoder, self.tokenizer, text_l, None, chunks)[0]
+        clip_g, pooled = self._clip(self.text_encoder_2, self.tokenizer_2, text_g, "projected", chunks)
+        return Conditioning(sdxl_context(clip_l, clip_g), pooled)
+
     def _encode(self, prompt: str):
         family = self.family
         if family in ("sd1", "sd2"):
             return self._clip(self.text_encoder, self.tokenizer, prompt, None)[0]
         if family == "sdxl":
-            clip_l = self._clip(self.text_encoder, self.tokenizer, prompt, None)[0]
-            clip_g, pooled = self._clip(self.text_encoder_2, self.tokenizer_2, prompt, "projected")
-            return Conditioning(sdxl_context(clip_l, clip_g), pooled)
+            return self._encode_sdxl(prompt, prompt)
         if family == "sdxl_refiner":
             clip_g, pooled = self._clip(self.text_encoder_2, self.tokenizer_2, prompt, "projected")
             return Conditioning(clip_g, pooled)

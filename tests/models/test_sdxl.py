@@ -378,3 +378,17 @@ def test_edm_and_inpainting_checkpoints_are_refused(pipe):
     inpaint = UNet2DConditionModel.from_config({**pipe.unet.config, "in_channels": 9})
     with pytest.raises(ValueError, match="in_channels=9.*inpainting"):
         DiffusersModel(**{**parts, "unet": inpaint}, scheduler_config=pipe.scheduler.config)
+
+
+def test_clip_text_encode_sdxl_separate_texts(model):
+    """CLIPTextEncodeSDXL: text_g to CLIP-G, text_l to CLIP-L; the shorter token list gets empty chunks."""
+    both = model.conditioning("a sky", text_l="a cat")
+    g_only, l_only = model.encode("a sky"), model.encode("a cat")
+    torch.testing.assert_close(both.context[..., 32:], g_only.context[..., 32:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(both.context[..., :32], l_only.context[..., :32], atol=1e-6, rtol=0)
+    torch.testing.assert_close(both.pooled, g_only.pooled)  # pooled from CLIP-G
+    long = model.conditioning("sky", text_l=" ".join(["a"] * 100))
+    assert long.context.shape == (1, 154, 64)  # G padded with an empty chunk to L's two
+    torch.testing.assert_close(long.context[:, 77:, 32:], model.encode("").context[..., 32:], atol=1e-6, rtol=0)
+    assert model.conditioning("a sky", text_l="a sky") is g_only
+    assert model.conditioning("a sky", text_l="a cat") is both  # cached
