@@ -494,3 +494,22 @@ def test_prompt_syntax_applies_to_sd15_too(model):
     torch.testing.assert_close(long[:, :77], model.encode(" ".join(["a"] * 75)), atol=1e-6, rtol=0)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(12))
     assert torch.isfinite(cfg_denoiser(model, long, empty, 3.0)(x, torch.tensor([2.0]))).all()
+
+
+def test_prompt_cache_keeps_the_most_recent_prompts():
+    from regional_widgets.models.base import PromptCache
+
+    cache, made = PromptCache(maxsize=2), []
+
+    def make(key):
+        return lambda: made.append(key) or object()
+
+    a = cache.get("a", make("a"))
+    cache.get("b", make("b"))
+    assert cache.get("a", make("a")) is a and made == ["a", "b"]  # a hit refreshes "a"
+    cache.get("c", make("c"))  # evicts "b", the least recently used
+    assert len(cache) == 2 and cache.get("a", make("a")) is a
+    cache.get("b", make("b"))
+    assert made == ["a", "b", "c", "b"]
+    cache.clear()
+    assert len(cache) == 0
