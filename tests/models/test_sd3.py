@@ -213,3 +213,41 @@ def test_regional_session_runs_in_the_app_and_exports_a_workflow(model, tmp_path
     # EmptyLatentImage's 4 channels are widened to 16 by the reference (fix_empty_latent_channels)
     assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage"} <= kinds
     assert replace(model.encode(""), guidance=None).guidance is None
+
+
+@pytest.mark.parametrize("start_at_step, with_region", [(0, False), (2, True)])
+def test_the_session_adds_flow_noise_in_the_sd3_latent_space(pipe, start_at_step, with_region):
+    """Model space = (VAE space - 0.0609) * 1.5305; a call starts at sigma*n + (1 - sigma)*L (pure noise
+    from sigma 1, never the EPS sqrt(1 + sigma^2)), and hands over x / (1 - sigma) in VAE space."""
+    from regional_widgets.sampling.noise import prepare_noise
+    from regional_widgets.sampling.schedules import sampler_sigmas
+
+    seen = []
+
+    class Spy(DiffusersModel):
+        def __call__(self, x, sigma, cond):
+            seen.append((x.clone(), sigma.clone()))
+            return super().__call__(x, sigma, cond)
+
+    spy = Spy(**{k: v for k, v in pipe.components.items() if k in FAMILY_COMPONENTS["sd3"]},
+              scheduler_config=pipe.scheduler.config)
+    latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, :32] = 1
+    regions = [rw.Region(mask, rw.SamplerConfig(cfg=1.0))] if with_region else []
+    session = rw.RegionalSamplerSession(spy, latent, base=rw.SamplerConfig(cfg=1.0, positive="sky"),
+                                        regions=regions, steps=5, noise_seed=7, start_at_step=start_at_step)
+    session.substep()
+    sigma0 = sampler_sigmas(spy, "euler", "normal", 5)[start_at_step]
+    model_space = (latent - 0.0609) * 1.5305
+    expected = sigma0 * prepare_noise(latent, 7) + (1 - sigma0) * model_space
+    torch.testing.assert_close(seen[0][0], expected, atol=1e-5, rtol=0)
+    assert float(seen[0][1]) == pytest.approx(float(sigma0))
+    if start_at_step == 0:
+        torch.testing.assert_close(seen[0][0], prepare_noise(latent, 7), atol=1e-6, rtol=0)
+    # the leftover latent comes back in VAE space as x / (1 - sigma); the next call (zero noise) starts
+    # from (1 - sigma) times it in model space: the flow state again
+    after, count = session.latent.clone(), len(seen)
+    session.substep()
+    x_next, sigma_next = seen[count]
+    torch.testing.assert_close(x_next, (1 - sigma_next) * (after - 0.0609) * 1.5305, atol=1e-4, rtol=1e-5)
