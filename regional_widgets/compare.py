@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.base import cfg_denoiser
+from .models.base import cfg_denoiser, latent_format, process_in
 from .sampling import masks as mask_ops
-from .sampling.noise import is_max_denoise, noise_scaling, prepare_noise
+from .sampling.model_sampling import as_model_sampling
+from .sampling.noise import is_max_denoise, prepare_noise
 from .sampling.samplers import sample
 from .sampling.schedules import sampler_sigmas
 
@@ -29,7 +30,9 @@ def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, ero
     """Mean squared distance of the region's pixels to the nearest exemplar of ``prompt``.
 
     The region is the mask eroded by ``erode`` latent pixels, so seams and feathering don't count.
+    ``latent`` is in VAE space (a session's result); the exemplars are compared in model space.
     """
+    latent = process_in(latent, latent_format(model))
     h, w = latent.shape[-2:]
     m = mask_ops.resize(torch.from_numpy(np.array(mask, dtype=np.float32)), h, w) >= 0.5
     if erode:
@@ -52,16 +55,19 @@ def plain_error(model, session, region: int, seed=None) -> float:
     else:
         sigmas = sampler_sigmas(model, config.sampler, config.scheduler, steps)
     seed = (session.noise_seed if session.node == "RegionalSamplerAdvanced" else session.seed) if seed is None else seed
-    latent = session.latent_image
+    fmt = latent_format(model)
+    latent = process_in(session.latent_image, fmt)
     noise = prepare_noise(latent, seed)
-    x = noise_scaling(sigmas[0], noise, latent, is_max_denoise(model.sigmas[-1], sigmas[0]))
+    # the model's own start (flow: sigma * n + (1 - sigma) * L); the plain run ends at 0: no rescale
+    x = as_model_sampling(model).noise_scaling(sigmas[0], noise, latent, is_max_denoise(model.sigmas[-1], sigmas[0]))
     denoise = cfg_denoiser(model, model.encode(config.positive), model.encode(config.negative), config.cfg)
     last = {}
     out = sample(denoise, x, sigmas, config.sampler, seed=seed, callback=lambda info: last.update(d=info["denoised"]),
                  model_sampling=model)
     if config.sampler in ("dpm_fast", "dpm_adaptive"):
         out = last.get("d", out)  # they stop above sigma 0: their last x0 prediction is the picture
-    return region_error(model, out, session.regions[region - 1].mask, config.positive)
+    return region_error(model, fmt.process_out(out) if fmt.scale_factor != 1 or fmt.shift_factor else out,
+                        session.regions[region - 1].mask, config.positive)
 
 
 def detail_ratios(session) -> list:
@@ -77,6 +83,8 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     """A figure comparing two sessions (run to the end if needed): final images, x0 strips,
     per-region detail ratios (models with exemplars) and effective-sigma maps."""
     import matplotlib.pyplot as plt
+
+    from .plot import picture
 
     sessions = [a, b]
     strips = []
@@ -95,7 +103,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     for row, (s, frames, label, r) in enumerate(zip(sessions, strips, labels, ratios)):
         for ax in axes[row]:
             ax.axis("off")
-        axes[row][0].imshow(s.model.decode(s.result)[0].clamp(0, 1).numpy())
+        axes[row][0].imshow(s.model.decode(picture(s, "result"))[0].clamp(0, 1).numpy())
         text = ", ".join(f"{x:.2f}" for x in r)
         axes[row][0].set_title(f"{label}\ndetail {text}" if r else label, fontsize=7)
         axes[row][1].imshow(s.sigma_map, cmap="viridis")
