@@ -158,6 +158,7 @@ class RegionalSamplerSession(HasTraits):
     result = Any(None)
     sigma_map = Any(None)
     times_map = Any(None)
+    comfy_report = None  # from_comfy's report: what was imported, skipped, ignored (a dict)
 
     def __init__(self, model, latent, *, base: Optional[SamplerConfig] = None, regions=(), node=NODES[0], **params):
         check_choice(node, "node", NODES)
@@ -764,17 +765,10 @@ class RegionalSamplerSession(HasTraits):
             session._publish(state)
         return session
 
-    def to_comfy(self, path, checkpoint="model.safetensors") -> list:
-        """Write the session as a ComfyUI API-format workflow (JSON) with its masks as PNGs beside it.
+    def _comfy_description(self, checkpoint) -> dict:
+        from .io.comfy import model_sampling_patch
 
-        ``checkpoint`` stands in for this session's model. Masks are 8-bit (``round(mask * 255)``,
-        read with ``LoadImageMask`` channel red). Raises `io.comfy.ComfyWorkflowError` for what the
-        nodes cannot express: coherent mode, quirks switched off, a latent that is not empty or has
-        a batch_index, no regions, an image size EmptyLatentImage cannot take. Returns the paths.
-        """
-        from .io.comfy import write_workflow
-
-        batch, _, h, w = self.latent_image.shape
+        batch, channels, h, w = self.latent_image.shape
         down = self._model.downscale
         description = {
             "node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
@@ -784,24 +778,84 @@ class RegionalSamplerSession(HasTraits):
             "latent": {"width": w * down, "height": h * down, "batch_size": batch,
                        "empty": not bool(self.latent_image.any()), "batch_index": self._batch_index},
             "mode": self.mode, "quirks": self.quirks.to_dict(), "checkpoint": checkpoint}
-        return write_workflow(path, description)
+        if channels == 16:  # SD3/Flux-style latents
+            description["latent"]["node"] = "EmptySD3LatentImage"
+        patch = model_sampling_patch(getattr(self._model, "model_sampling", None), w * down, h * down)
+        if patch is not None:  # a flow shift that is not the checkpoint's default: ModelSamplingSD3/Flux
+            description["model_sampling"] = patch
+        return description
+
+    def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
+        """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.
+
+        ``format``: ``"api"`` (ComfyUI's API format) or ``"ui"`` (the editor's format, laid out left
+        to right, masks as ``LoadImageMask`` nodes). ``checkpoint`` stands in for this session's
+        model. Masks are 8-bit (``round(mask * 255)``, read with ``LoadImageMask`` channel red).
+        Raises `io.comfy.ComfyWorkflowError` for what the nodes cannot express: coherent mode,
+        quirks switched off, a latent that is not empty or has a batch_index, no regions, an image
+        size EmptyLatentImage cannot take. Returns the paths (the JSON first).
+        """
+        from .io.comfy_files import write_workflow_file
+
+        return write_workflow_file(path, self._comfy_description(checkpoint), format)
+
+    def save_png(self, path, checkpoint="model.safetensors") -> list:
+        """Write the image (the result decoded by the model; before the run ends, the current latent;
+        a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
+        ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
+        from .io.comfy import check_expressible
+        from .io.comfy_files import write_png
+
+        description = self._comfy_description(checkpoint)
+        check_expressible(description)  # before decoding
+        latent = self.result if self.result is not None else self.latent
+        rgb = self._model.decode(latent).clamp(0, 1).cpu().numpy()
+        return write_png(path, np.concatenate(list(rgb), axis=1), description)
 
     @classmethod
-    def from_comfy(cls, path, model, mask_folder=None) -> "RegionalSamplerSession":
-        """A session from an API-format workflow with one regional sampler node; ``model`` stands in
-        for its checkpoint. Mask PNGs are read from ``mask_folder`` (default: the JSON's folder)."""
-        from .io.comfy import ComfyWorkflowError, read_workflow
+    def from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"
+                   ) -> "RegionalSamplerSession":
+        """A session from a ComfyUI workflow: an API-format or editor (UI-format) JSON, or a ComfyUI PNG
+        (its ``prompt`` chunk, else ``workflow``); a path, or the file's bytes (then ``mask_folder``
+        is needed). ``model`` stands in for its checkpoint. ``node_id`` picks the regional sampler
+        node when there are several. Mask PNGs are read from ``mask_folder`` (default: the file's
+        folder); ``missing_masks="empty"`` starts a region whose mask file is missing empty.
+
+        What could not be mapped (a skipped LoRA loader, a missing mask, ignored widget values) is
+        reported as `io.comfy_files.ComfyImportWarning` warnings, in ``status`` and in
+        ``comfy_report`` (a dict, see `io.comfy_files.read_source`).
+        """
+        from .io.comfy import ComfyWorkflowError
+        from .io.comfy_files import report_warnings, read_source
         from .models import empty_latent
 
-        doc = read_workflow(path, mask_folder)
+        if missing_masks not in ("error", "empty"):
+            raise ValueError(f"missing_masks: expected 'error' or 'empty', got {missing_masks!r}")
+        given = isinstance(source, (bytes, bytearray, memoryview))
+        doc, report = read_source(None if given else source, data=bytes(source) if given else None,
+                                  name="upload" if given else None, mask_folder=mask_folder, node_id=node_id,
+                                  missing_mask=None if missing_masks == "error" else lambda region: None)
+        size = (doc["latent"]["height"], doc["latent"]["width"])
         try:
-            latent = empty_latent(model, doc["latent"]["height"], doc["latent"]["width"], doc["latent"]["batch_size"])
-            regions = [Region(r["mask"], SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
+            if doc.get("model_sampling") is not None:  # ModelSamplingSD3/Flux: the model, re-sampled
+                from .io.comfy import model_sampling_of_patch
+                from .models.base import with_model_sampling
+
+                model = with_model_sampling(model, model_sampling_of_patch(doc["model_sampling"]))
+            if doc["latent"].get("node") == "EmptySD3LatentImage" and model.latent_channels != 16:
+                raise ValueError(f"EmptySD3LatentImage makes 16-channel latents; this model has "
+                                 f"{model.latent_channels}")
+            latent = empty_latent(model, size[0], size[1], doc["latent"]["batch_size"])
+            regions = [Region(np.zeros(size, np.float32) if r["mask"] is None else r["mask"],
+                              SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
                               r["variation_method"]) for r in doc["regions"]]
-            return cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
-                       **doc["parameters"])
+            session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
+                          **doc["parameters"])
         except ValueError as err:
-            raise ComfyWorkflowError(f"{path}: the workflow does not fit this model: {err}") from None
+            raise ComfyWorkflowError(f"{report['source']}: the workflow does not fit this model: {err}") from None
+        session.comfy_report = report
+        session.status = report_warnings(report)
+        return session
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""

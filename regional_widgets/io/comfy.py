@@ -12,6 +12,10 @@ The description (what `build_workflow` takes and `parse_workflow` returns)::
 
 `build_workflow` also reads the optional keys ``mode``, ``quirks`` and ``latent["empty"]`` /
 ``latent["batch_index"]`` to refuse what the nodes cannot express (`ComfyWorkflowError`).
+Flow models add two optional keys, which `parse_workflow` gives back where the graph has them:
+``latent["node"]`` (``"EmptySD3LatentImage"`` for a 16-channel latent; default EmptyLatentImage)
+and ``model_sampling`` (the inputs of a ``ModelSamplingSD3`` or ``ModelSamplingFlux`` node between
+the checkpoint and every sampler: `model_sampling_patch`, `model_sampling_of_patch`).
 `parse_workflow` gives each region ``mask_file``, ``mask_channel`` and ``mask_node`` (the
 LoadImageMask's id) instead of ``mask``; `read_workflow` loads the PNGs.
 
@@ -28,9 +32,8 @@ refused before anything is written (`paths.FileSafetyError`). The import reads t
 the mask folder only (no symlinks, PNG only, exactly the EmptyLatentImage size), and validates the
 whole graph (node ids, names, links, cycles) before anything is built.
 
-Only the API format is written. The editor's UI format is not: its ``widgets_values`` hold an
-extra "control after generate" entry after some seed inputs, which the node schemas we work from
-do not specify, so the positions would be guessed. ComfyUI loads an API-format file as well.
+This module reads and writes the API format only; the editor's UI format and ComfyUI's PNGs are
+converted to and from it by `comfy_ui`, `comfy_png` and `comfy_files` (docs/comfyui.md).
 """
 from __future__ import annotations
 
@@ -115,6 +118,13 @@ SCHEMAS = {
     "CombineRegionalPrompts": NodeSchema({"regional_prompts1": "REGIONAL_PROMPTS"}, ("REGIONAL_PROMPTS",)),
     "EmptyLatentImage": NodeSchema({"width": _int(16, MAX_RESOLUTION), "height": _int(16, MAX_RESOLUTION),
                                     "batch_size": _int(1, 4096)}, ("LATENT",)),
+    # flow models (comfy_workflow_nodes.md, other families): a 16-channel empty latent, the model sampling nodes
+    "EmptySD3LatentImage": NodeSchema({"width": _int(16, MAX_RESOLUTION), "height": _int(16, MAX_RESOLUTION),
+                                       "batch_size": _int(1, 4096)}, ("LATENT",)),
+    "ModelSamplingSD3": NodeSchema({"model": "MODEL", "shift": _float(0, 100)}, ("MODEL",)),
+    "ModelSamplingFlux": NodeSchema({"model": "MODEL", "max_shift": _float(0, 100), "base_shift": _float(0, 100),
+                                     "width": _int(16, MAX_RESOLUTION), "height": _int(16, MAX_RESOLUTION)},
+                                    ("MODEL",)),
     "RegionalSamplerAdvanced": NodeSchema(
         {"add_noise": BOOLEAN, "noise_seed": _int(0, SEED_MAX), "steps": _int(1, 10000),
          "start_at_step": _int(0, 10000), "end_at_step": _int(0, 10000), "overlap_factor": _int(0, 10000),
@@ -127,6 +137,9 @@ SCHEMAS = {
          "overlap_factor": _int(0, 10000), "restore_latent": BOOLEAN, **_RECOVERY}, ("LATENT",)),
 }
 _LATENT_INPUT = {"RegionalSamplerAdvanced": "latent_image", "RegionalSampler": "samples"}
+LATENT_NODES = ("EmptyLatentImage", "EmptySD3LatentImage")
+MODEL_SAMPLING_NODES = ("ModelSamplingSD3", "ModelSamplingFlux")
+SD3_DEFAULT_SHIFT, FLUX_DEFAULT_MU = 3.0, 1.15  # the checkpoints' own model sampling (model_families.md §1.3)
 _COMBINE_SLOT = re.compile(r"regional_prompts([1-9][0-9]*)$")
 
 
@@ -147,6 +160,11 @@ def check_expressible(description: dict) -> None:
                                  "not all zeros")
     if latent.get("batch_index") is not None:
         raise ComfyWorkflowError("latent_image: a batch_index cannot be expressed by EmptyLatentImage")
+    if latent.get("node", "EmptyLatentImage") == "EmptySD3LatentImage":
+        for name in ("width", "height"):
+            if latent[name] % 16:
+                raise ComfyWorkflowError(f"latent_image: EmptySD3LatentImage needs a {name} that is a multiple of "
+                                         f"16; this latent is {latent[name]} pixels {name}")
     for name in ("width", "height"):
         value = latent[name]
         if not 16 <= value <= MAX_RESOLUTION or value % 8:
@@ -171,11 +189,15 @@ def build_workflow(description: dict, mask_prefix: str = "region") -> tuple:
         return node_id
 
     ckpt = add("CheckpointLoaderSimple", ckpt_name=description["checkpoint"])
+    model = [ckpt, 0]
+    patch = description.get("model_sampling")
+    if patch is not None:  # a flow model whose shift is not the checkpoint's default
+        model = [add(patch["class_type"], model=model, **{k: v for k, v in patch.items() if k != "class_type"}), 0]
 
     def provider(config):
         pos = add("CLIPTextEncode", text=config["positive"], clip=[ckpt, 1])
         neg = add("CLIPTextEncode", text=config["negative"], clip=[ckpt, 1])
-        pipe = add("ToBasicPipe", model=[ckpt, 0], clip=[ckpt, 1], vae=[ckpt, 2], positive=[pos, 0],
+        pipe = add("ToBasicPipe", model=model, clip=[ckpt, 1], vae=[ckpt, 2], positive=[pos, 0],
                    negative=[neg, 0])
         return add("KSamplerAdvancedProvider", cfg=config["cfg"], sampler_name=config["sampler"],
                    scheduler=config["scheduler"], sigma_factor=config["sigma_factor"], basic_pipe=[pipe, 0])
@@ -193,7 +215,8 @@ def build_workflow(description: dict, mask_prefix: str = "region") -> tuple:
             variation_method=region["variation_method"]), 0]
     combined = add("CombineRegionalPrompts", **prompts)
     size = description["latent"]
-    latent = add("EmptyLatentImage", width=size["width"], height=size["height"], batch_size=size["batch_size"])
+    latent = add(size.get("node", "EmptyLatentImage"), width=size["width"], height=size["height"],
+                 batch_size=size["batch_size"])
     node = description["node"]
     sampler = add(node, **description["parameters"], **{_LATENT_INPUT[node]: [latent, 0]},
                   base_sampler=[base, 0], regional_prompts=[combined, 0])
@@ -211,10 +234,18 @@ def write_workflow(path, description: dict) -> list:
     symlink) is refused before anything is written (`FileSafetyError`). The JSON is written last.
     """
     path = Path(path)
-    folder = path.parent
     graph, mask_files = build_workflow(description, mask_prefix=f"{path.stem}_region")
     files = {**mask_files, path.name: json.dumps(graph, indent=2).encode()}
-    ours = {name: (_png_is_ours if name in mask_files else _workflow_is_ours) for name in files}
+    return write_files(path.parent, files, {name: (_png_is_ours if name in mask_files else _workflow_is_ours)
+                                            for name in files})
+
+
+def write_files(folder, files: dict, ours: dict) -> list:
+    """Write ``{name: bytes}`` into ``folder`` atomically, in order; the last one first in the returned list.
+
+    ``ours[name](folder, name)`` says whether an existing file may be replaced; any other existing
+    file (or a symlink) is refused before anything is written (`FileSafetyError`).
+    """
     for name in files:  # refuse before writing anything
         target = inside(folder, name)
         if target.exists() and not ours[name](folder, name):
@@ -266,7 +297,16 @@ def read_workflow(path, mask_folder=None) -> dict:
     except (ValueError, RecursionError) as err:
         raise ComfyWorkflowError(f"{path}: cannot be read as JSON ({err})") from None
     description = parse_workflow(graph)
-    folder = Path(mask_folder) if mask_folder is not None else path.parent
+    return load_masks(description, Path(mask_folder) if mask_folder is not None else path.parent)
+
+
+def load_masks(description: dict, folder, missing=None) -> dict:
+    """Each region's ``mask`` read from its PNG inside ``folder`` (exactly the EmptyLatentImage size).
+
+    ``missing``: None raises for a mask file that is not there; a callable ``missing(region)``
+    returns the mask to use instead (a mask that is there but refused always raises).
+    """
+    folder = Path(folder)
     size = (description["latent"]["width"], description["latent"]["height"])
     for region in description["regions"]:
         where = f"node {region['mask_node']} (LoadImageMask) input image"
@@ -275,6 +315,9 @@ def read_workflow(path, mask_folder=None) -> dict:
         except FileSafetyError as err:
             raise FileSafetyError(f"{where}: {err}") from None
         except OSError:
+            if missing is not None:
+                region["mask"] = missing(region)
+                continue
             raise ComfyWorkflowError(f"{where}: mask file {str(folder / region['mask_file'])!r} not found (masks "
                                      "are looked up in the workflow's folder, or in mask_folder= such as ComfyUI's "
                                      "input folder)") from None
@@ -310,11 +353,64 @@ def parse_workflow(graph) -> dict:
     if len(checkpoints) > 1:
         raise ComfyWorkflowError(f"workflow: one model stands in for the checkpoint, but this workflow loads "
                                  f"{len(checkpoints)}: {', '.join(checkpoints)}")
-    latent = _source(graph, top, _LATENT_INPUT[node["class_type"]], "EmptyLatentImage")
+    latent = _source(graph, top, _LATENT_INPUT[node["class_type"]], LATENT_NODES)
     regions = [_region(graph, i) for i in _regional_prompts(graph, top, "regional_prompts")]
-    return {"node": node["class_type"], "parameters": params,
-            "base": _config(graph, _source(graph, top, "base_sampler", "KSamplerAdvancedProvider")),
-            "regions": regions, "latent": _literal_values(graph, latent), "checkpoint": checkpoints[0]}
+    description = {"node": node["class_type"], "parameters": params,
+                   "base": _config(graph, _source(graph, top, "base_sampler", "KSamplerAdvancedProvider")),
+                   "regions": regions, "latent": _literal_values(graph, latent), "checkpoint": checkpoints[0]}
+    if graph[latent]["class_type"] != "EmptyLatentImage":
+        description["latent"]["node"] = graph[latent]["class_type"]
+    patches = sorted((i for i in upstream if graph[i]["class_type"] in MODEL_SAMPLING_NODES), key=_id_order)
+    if patches:
+        found = {json.dumps({"class_type": graph[i]["class_type"], **_literal_values(graph, i)}, sort_keys=True)
+                 for i in patches}
+        if len(found) > 1:
+            listed = ", ".join(f"{i} ({graph[i]['class_type']})" for i in patches)
+            raise ComfyWorkflowError(f"workflow: one model stands in for the checkpoint, but its sampling is set "
+                                     f"differently by {listed}")
+        description["model_sampling"] = json.loads(found.pop())
+    return description
+
+
+def model_sampling_patch(model_sampling, width: int, height: int):
+    """The ModelSamplingSD3 / ModelSamplingFlux inputs that give ``model_sampling`` on a checkpoint of its
+    family, or None where the checkpoint's default already does (EPS/V; SD3-style discrete flow with
+    shift 3; Flux mu 1.15; Flux-schnell's shift 1 x 1). ``width``/``height``: the image size (Flux's node
+    takes one). Raises `ComfyWorkflowError` for a flow sampling no node expresses."""
+    from ..sampling.model_sampling import ModelSamplingDiscreteFlow, ModelSamplingFlux, flux_shift
+
+    if not getattr(model_sampling, "is_const", False):
+        return None
+    if isinstance(model_sampling, ModelSamplingDiscreteFlow) and model_sampling.multiplier == 1000:
+        if model_sampling.shift == SD3_DEFAULT_SHIFT:
+            return None
+        if not 0 <= model_sampling.shift <= 100:
+            raise ComfyWorkflowError(f"model: ModelSamplingSD3 takes a shift in [0, 100], got {model_sampling.shift}")
+        return {"class_type": "ModelSamplingSD3", "shift": float(model_sampling.shift)}
+    if isinstance(model_sampling, ModelSamplingFlux):
+        mu = float(model_sampling.shift)
+        if mu == FLUX_DEFAULT_MU:
+            return None
+        if abs(flux_shift(width, height) - mu) <= 1e-9:  # the node's own line at this image size
+            return {"class_type": "ModelSamplingFlux", "max_shift": 1.15, "base_shift": 0.5, "width": width,
+                    "height": height}
+        if not 0 <= mu <= 100:
+            raise ComfyWorkflowError(f"model: ModelSamplingFlux takes shifts in [0, 100], got mu = {mu}")
+        # max_shift = base_shift = mu: the node's line is flat, mu at any size
+        return {"class_type": "ModelSamplingFlux", "max_shift": mu, "base_shift": mu, "width": width, "height": height}
+    if isinstance(model_sampling, ModelSamplingDiscreteFlow) and model_sampling.multiplier == 1 \
+            and model_sampling.shift == 1.0:
+        return None  # Flux-schnell's own
+    raise ComfyWorkflowError(f"model: {model_sampling!r} cannot be set by ModelSamplingSD3 or ModelSamplingFlux")
+
+
+def model_sampling_of_patch(patch: dict):
+    """The model sampling a ModelSamplingSD3 / ModelSamplingFlux node's inputs make (its MODEL output's)."""
+    from ..sampling.model_sampling import ModelSamplingDiscreteFlow, ModelSamplingFlux, flux_shift
+
+    if patch["class_type"] == "ModelSamplingSD3":
+        return ModelSamplingDiscreteFlow(patch["shift"], 1000)
+    return ModelSamplingFlux(flux_shift(patch["width"], patch["height"], patch["max_shift"], patch["base_shift"]))
 
 
 def _id_order(node_id):
@@ -459,11 +555,13 @@ def _literal_values(graph, node_id) -> dict:
 
 
 def _source(graph, node_id, name, expected) -> str:
+    """The node linked to input ``name``; ``expected``: its class, or a tuple of accepted classes."""
     source = str(graph[node_id]["inputs"][name][0])
     kind = graph[source]["class_type"]
-    if kind != expected:
+    accepted = (expected,) if isinstance(expected, str) else tuple(expected)
+    if kind not in accepted:
         raise ComfyWorkflowError(f"node {node_id} ({graph[node_id]['class_type']}) input {name}: expected a "
-                                 f"{expected} node, got node {source} ({kind})")
+                                 f"{' or '.join(accepted)} node, got node {source} ({kind})")
     return source
 
 

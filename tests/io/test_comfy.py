@@ -394,7 +394,7 @@ def test_a_missing_mask_png_is_named(hand_written):
     (lambda g: g["23"]["inputs"].update(image="../secret.png"), r"node 23 .* input image: expected a file name"),
     (lambda g: g["23"]["inputs"].update(channel="luma"), r"node 23 .* input channel"),
     (lambda g: g["20"]["inputs"].update(extra=1), r"node 20 .* not understand: extra"),
-    (lambda g: g.update({"33": dict(g["3"])}), r"exactly one .* found 3 \(RegionalSamplerAdvanced\), 33"),
+    (lambda g: g.update({"33": dict(g["3"])}), r"exactly one .* found 3 \(RegionalSamplerAdvanced: 'RegionalSamplerAdvanced'\), 33 .*node_id="),
     (lambda g: g.pop("3"), r"exactly one .* found none"),
     (lambda g: g["4"]["inputs"].update(ckpt_name=5), r"node 4 .* input ckpt_name"),
 ])
@@ -425,13 +425,15 @@ def test_two_checkpoints_mismatched_masks_and_unknown_words(hand_written):
 
 def test_files_that_are_not_api_workflows(tmp_path):
     (tmp_path / "ui.json").write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    with pytest.raises(ComfyWorkflowError, match="UI format"):
+    with pytest.raises(ComfyWorkflowError, match="exactly one .* found none"):  # the editor's format, empty
         rw.RegionalSamplerSession.from_comfy(tmp_path / "ui.json", MODEL)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ComfyWorkflowError, match="JSON"):
         rw.RegionalSamplerSession.from_comfy(tmp_path / "bad.json", MODEL)
     with pytest.raises(ComfyWorkflowError, match="node 1"):
         parse_workflow({"1": {"inputs": {}}})
+    with pytest.raises(ComfyWorkflowError, match="UI format"):  # the API importer alone refuses the editor's
+        parse_workflow({"nodes": [], "links": []})
 
 
 # ---- what the nodes cannot express ----------------------------------------------------------------
