@@ -1,10 +1,13 @@
-"""Sigma schedules by the reference's names, over a model's sampling (its discrete sigma table).
+"""Sigma schedules by the reference's names, over a model's sampling (its sigma table and maps).
 
-A model's noise levels are a discrete, ascending table ``sigma_t`` (t = 0..T-1). Every scheduler
-picks ``steps`` values from it (or from its range) and appends the final 0. Schedules are computed
-in the reference's float order, so from a model sampling that keeps its float64 table
-(`model_sampling.sd15_model_sampling`, the built-in model's) they are the reference's bit for bit;
-from a bare float32 table ``normal``/``sgm_uniform`` may differ by a few ulps (see `model_sampling`).
+A model's noise levels are an ascending table ``sigma_t`` (t = 0..T-1): the discrete table of an
+EPS/V model, or a flow model's shifted table in (0, 1] (`model_sampling.ModelSamplingDiscreteFlow`,
+``ModelSamplingFlux``; spec model_families.md §3). Every scheduler picks ``steps`` values from it (or
+from its range, through the model sampling's ``timestep``/``sigma``) and appends the final 0.
+Schedules are computed in the reference's float order, so from a model sampling that keeps its
+float64 table (`model_sampling.sd15_model_sampling`, the built-in EPS model's) they are the
+reference's bit for bit; from a bare float32 table ``normal``/``sgm_uniform`` may differ by a few
+ulps (see `model_sampling`). On flow tables they match the reference's lists to its printed digits.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import torch
 from .checks import check_int
 from .model_sampling import ModelSamplingDiscrete, as_model_sampling, sd15_model_sampling, sd15_table
 
-ModelSampling = ModelSamplingDiscrete  # the older name, kept for callers
+ModelSampling = ModelSamplingDiscrete  # the older name of a discrete table's sampling, kept for callers
+# (not `model_sampling.ModelSampling`, the base class of every model sampling)
 
 SCHEDULER_NAMES = (
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
@@ -150,7 +154,7 @@ def check_scheduler(scheduler) -> str:
 def calculate_sigmas(model_sigmas, scheduler: str, steps: int) -> torch.Tensor:
     """The descending sigma schedule (usually ``steps + 1`` long, ending in 0) of a scheduler.
 
-    ``model_sigmas`` is a model sampling (`model_sampling.ModelSamplingDiscrete`), a model (its
+    ``model_sigmas`` is a model sampling (discrete, discrete flow or Flux), a model (its
     ``model_sampling``, else its ``sigmas``) or a bare ascending table. From SD1.5's model sampling
     every scheduler gives the reference's float32 list bit for bit (``kl_optimal`` with 1 step
     excepted, see `_kl_optimal`); a bare float32 table cannot, since the reference's log-sigmas
