@@ -278,7 +278,6 @@ class DiffusersModel:
         self.model_sampling = self._build_model_sampling(config)
         self.prediction_type = {"eps": "epsilon", "v": "v_prediction"}.get(self.model_sampling.parametrisation,
                                                                            "flow")
-        self.sigmas = self.model_sampling.sigmas
         self.timestep_map = timestep_map
         self.clip_layer = clip_layer
         self.offload_encoders = bool(offload_encoders)
@@ -383,6 +382,12 @@ class DiffusersModel:
                                               offload_encoders=self.offload_encoders)
 
     # ---- the protocol ---------------------------------------------------------------------
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The ascending training sigma table (float32): `model_sampling`'s, so a model whose sampling
+        is swapped (ModelSamplingSD3/Flux-style patching) stays consistent."""
+        return self.model_sampling.sigmas
 
     @property
     def network(self):

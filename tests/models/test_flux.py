@@ -199,7 +199,10 @@ def test_regional_session_runs_in_the_app_and_exports_a_workflow(model, tmp_path
     kinds = {node["class_type"] for node in graph.values()}
     # the all-in-one Flux checkpoint loads with CheckpointLoaderSimple; with no FluxGuidance node the
     # reference passes guidance 3.5, as this backend does; cfg 1 is exported as is
-    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage"} <= kinds
+    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptySD3LatentImage"} <= kinds
+    assert not kinds & {"EmptyLatentImage", "ModelSamplingSD3", "ModelSamplingFlux"}  # mu 1.15: the default
+    back = rw.RegionalSamplerSession.from_comfy(paths[0], model)
+    assert back.latent_image.shape == (1, 16, 8, 8) and back.model.model_sampling is model.model_sampling
     cfgs = [n["inputs"]["cfg"] for n in graph.values() if "cfg" in n["inputs"]]
     assert cfgs and all(c == 1.0 for c in cfgs)
 

@@ -210,8 +210,11 @@ def test_regional_session_runs_in_the_app_and_exports_a_workflow(model, tmp_path
     graph = json.loads(Path(paths[0]).read_text())
     kinds = {node["class_type"] for node in graph.values()}
     # an all-in-one SD3 checkpoint loads with CheckpointLoaderSimple; CLIPTextEncode drives CLIP-L/G + T5;
-    # EmptyLatentImage's 4 channels are widened to 16 by the reference (fix_empty_latent_channels)
-    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage"} <= kinds
+    # a 16-channel empty latent; no ModelSamplingSD3 node: shift 3 is the checkpoint's own
+    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptySD3LatentImage"} <= kinds
+    assert not kinds & {"EmptyLatentImage", "ModelSamplingSD3", "ModelSamplingFlux"}
+    back = rw.RegionalSamplerSession.from_comfy(paths[0], model)
+    assert back.latent_image.shape == (1, 16, 8, 8) and back.model.model_sampling is model.model_sampling
     assert replace(model.encode(""), guidance=None).guidance is None
 
 
