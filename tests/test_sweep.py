@@ -298,9 +298,9 @@ def test_a_diffusers_folder_is_its_spec(tmp_path):
     from regional_widgets.models.diffusers import DiffusersModel
     from tests.models.tiny_families import saved, sdxl_pipeline
 
-    folder = saved(sdxl_pipeline(tmp_path), tmp_path / "sdxl")
-    model = DiffusersModel.from_pretrained(folder, torch_dtype=torch.float64, clip_layer=-3)
-    assert rw.models.DiffusersModel.from_pipeline(sdxl_pipeline(tmp_path)).spec is None  # objects, not a folder
+    pipe = sdxl_pipeline(tmp_path)
+    model = DiffusersModel.from_pretrained(saved(pipe, tmp_path / "sdxl"), torch_dtype=torch.float64, clip_layer=-3)
+    assert DiffusersModel.from_pipeline(pipe).spec is None  # built from objects, not a folder
     json.dumps(model.spec)
     twin = rw.models.from_spec(model.spec)
     assert twin.dtype == torch.float64 and twin.clip_layer == -3 and twin.timestep_map == model.timestep_map
