@@ -54,6 +54,12 @@ SCHEMAS = {
          "steps": ("INT", 1, 10000), "base_only_steps": ("INT", 0, 10000), "denoise": ("FLOAT", 0, 1),
          "samples": "LATENT", "base_sampler": "KSAMPLER_ADVANCED", "regional_prompts": "REGIONAL_PROMPTS",
          "overlap_factor": ("INT", 0, 10000), "restore_latent": ("BOOLEAN",), **RECOVERY}, {}, ["LATENT"]),
+    # flow models (the other families' table; model_families.md §1.2-1.3)
+    "EmptySD3LatentImage": ({"width": ("INT", 16, 16384), "height": ("INT", 16, 16384),
+                             "batch_size": ("INT", 1, 4096)}, {}, ["LATENT"]),
+    "ModelSamplingSD3": ({"model": "MODEL", "shift": ("FLOAT", 0, 100)}, {}, ["MODEL"]),
+    "ModelSamplingFlux": ({"model": "MODEL", "max_shift": ("FLOAT", 0, 100), "base_shift": ("FLOAT", 0, 100),
+                           "width": ("INT", 16, 16384), "height": ("INT", 16, 16384)}, {}, ["MODEL"]),
     "VAEDecode": ({"samples": "LATENT", "vae": "VAE"}, {}, ["IMAGE"]),
     "SaveImage": ({"images": "IMAGE", "filename_prefix": ("STRING",)}, {}, []),
 }
@@ -193,7 +199,8 @@ def test_exported_wiring(tmp_path):
     assert counts == {"CheckpointLoaderSimple": 1, "CLIPTextEncode": 8, "ToBasicPipe": 4,
                       "KSamplerAdvancedProvider": 4, "LoadImageMask": 3, "RegionalPrompt": 3,
                       "CombineRegionalPrompts": 1, "EmptyLatentImage": 1, "RegionalSamplerAdvanced": 1,
-                      "RegionalSampler": 0, "VAEDecode": 1, "SaveImage": 1}
+                      "RegionalSampler": 0, "VAEDecode": 1, "SaveImage": 1, "EmptySD3LatentImage": 0,
+                      "ModelSamplingSD3": 0, "ModelSamplingFlux": 0}  # an EPS model: no flow nodes
     assert graph[nodes_of(graph, "CheckpointLoaderSimple")[0]]["inputs"]["ckpt_name"] == "model.safetensors"
     # the latent in image pixels: latent 7x5 x downscale 8
     assert graph[nodes_of(graph, "EmptyLatentImage")[0]]["inputs"] == {"width": W, "height": H, "batch_size": 3}
