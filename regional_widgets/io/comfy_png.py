@@ -54,6 +54,8 @@ def read_chunks(data: bytes, what: str = "PNG") -> dict:
     except ComfyPngError:
         raise
     except Image.UnidentifiedImageError:
+        if is_png(data):  # the signature is there: a chunk Pillow refuses (a bad CRC, a broken header)
+            raise ComfyPngError(f"{what}: a damaged PNG (Pillow cannot read its chunks)") from None
         raise ComfyPngError(f"{what}: not a PNG image") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as err:
         # a broken chunk, a bad CRC, a zTXt/iTXt that inflates past Pillow's text limit
