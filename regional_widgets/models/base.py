@@ -20,6 +20,7 @@ CFG is applied here, once, for every model.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -198,6 +199,29 @@ def display_latent(model, latent: torch.Tensor, sigma) -> torch.Tensor:
     fmt = latent_format(model)
     weight = (1.0 - torch.as_tensor(sigma, dtype=latent.dtype, device=latent.device)).clamp(0.0, 1.0)
     return process_out(weight * process_in(latent, fmt), fmt)
+
+
+def with_model_sampling(model, model_sampling):
+    """``model`` with another model sampling, as ComfyUI's ModelSamplingSD3/ModelSamplingFlux nodes patch a
+    checkpoint: the same model (``model`` itself when nothing changes), a shallow copy otherwise.
+
+    A flow model may get any flow sampling; a `ToyWorld` (exact for every family) any sampling. Other
+    models cannot change family: ValueError.
+    """
+    current = getattr(model, "model_sampling", None)
+    if current is not None and type(current) is type(model_sampling) and repr(current) == repr(model_sampling):
+        return model
+    from .toyworld import ToyWorld
+
+    if not (is_flow_model(model) and model_sampling.is_const) and not isinstance(model, ToyWorld):
+        raise ValueError(f"model: its sampling {current!r} cannot become {model_sampling!r} (a different family)")
+    patched = copy.copy(model)
+    patched.model_sampling, patched.sigmas = model_sampling, model_sampling.sigmas
+    if isinstance(model, ToyWorld):
+        patched.prediction = "flow" if model_sampling.is_const else model_sampling.parametrisation
+        patched.is_flow = model_sampling.is_const
+        patched.shift = float(getattr(model_sampling, "shift", model.shift))
+    return patched
 
 
 def _positive_int(value, name: str) -> int:

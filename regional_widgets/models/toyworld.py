@@ -117,6 +117,9 @@ class ToyWorld:
     @property
     def spec(self) -> dict:
         """The constructor arguments as plain data: ``models.from_spec(spec)`` builds an equal model."""
+        sampling = self.model_sampling  # patched (models.base.with_model_sampling) beyond the constructor's?
+        if self.is_flow and not (getattr(sampling, "multiplier", None) == 1000 and sampling.shift == self.shift):
+            return None
         spec = {"model": "ToyWorld", "latent": self.latent, "seed": self.seed, "n_exemplars": len(self.labels),
                 "image_size": self.image_size, "mixture_variance": self.mixture_variance, "textures": self.textures}
         if self.prediction != "eps":  # older specs (and eps models) stay as they were

@@ -87,6 +87,7 @@ def test_flux_mu_travels_as_model_sampling_flux():
         tokens = inputs["width"] * inputs["height"] / 256
         got = inputs["base_shift"] + (inputs["max_shift"] - inputs["base_shift"]) * (tokens - 256) / 3840
         assert abs(got - mu) < 1e-12 and parsed["model_sampling"]["class_type"] == "ModelSamplingFlux"
+    assert model.spec is None and FLOW.spec is not None  # a Flux-sampled toy is not a constructor's model
     default = with_model_sampling(FLOW, ModelSamplingFlux(1.15))
     graph, _ = build_workflow(session(default)._comfy_description("flux.safetensors"))
     assert not nodes_of(graph, "ModelSamplingFlux")
