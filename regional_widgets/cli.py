@@ -5,8 +5,10 @@
     python -m regional_widgets info [--json]
     python -m regional_widgets demo [--out out/demo.png]
 
-SOURCE is a session folder (``session.save(folder)``) or a ComfyUI API-format workflow (``.json``,
-``session.to_comfy``). Bad input exits with status 2 and one line on stderr, as argparse does.
+SOURCE is a session folder (``session.save(folder)``), a ComfyUI workflow (``.json``, API or editor
+format, ``session.to_comfy``) or a ComfyUI image (``.png`` carrying its workflow, ``session.save_png``);
+mask PNGs are looked up beside it. What a workflow holds that cannot be mapped (a skipped LoRA
+loader) is printed as a ``note:`` line on stderr. Bad input exits with status 2 and one line on stderr, as argparse does.
 """
 from __future__ import annotations
 
@@ -64,12 +66,9 @@ def _source_kind(source: Path) -> str:
             raise UsageError(f"{source}: not a session folder (no session.json inside)")
         return "session"
     suffix = source.suffix.lower()
-    if suffix == ".json":
+    if suffix in (".json", ".png"):
         return "comfy"
-    if suffix == ".png":
-        raise UsageError(f"{source}: ComfyUI PNG workflows are not read yet (they come with the ComfyUI "
-                         "doorway); export the workflow in API format (.json) and run that")
-    raise UsageError(f"{source}: expected a session folder or a ComfyUI API-format workflow (.json)")
+    raise UsageError(f"{source}: expected a session folder, a ComfyUI workflow (.json) or a ComfyUI image (.png)")
 
 
 def saved_model(source: Path, kind: str):
@@ -144,14 +143,22 @@ def _one_line(err) -> str:
 
 
 def _load_session(source: Path, kind: str, model):
+    import warnings
+
     from .io.comfy import ComfyWorkflowError
+    from .io.comfy_files import ComfyImportWarning
     from .io.session_files import SessionFileError
     from .session import ParameterError, RegionalSamplerSession
 
     try:
         if kind == "session":
             return RegionalSamplerSession.load(source, model)
-        return RegionalSamplerSession.from_comfy(source, model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ComfyImportWarning)
+            session = RegionalSamplerSession.from_comfy(source, model)
+        for warning in caught:
+            print(f"{PROG}: note: {_one_line(warning.message)}", file=sys.stderr)
+        return session
     except (SessionFileError, ComfyWorkflowError, ParameterError) as err:
         raise UsageError(f"{source}: {_one_line(err)}") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -339,10 +346,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run,info,demo}")
 
-    r = sub.add_parser("run", help="run a saved session folder or a ComfyUI API-format workflow to an image",
-                       description="Run SOURCE (a session folder or a ComfyUI API-format workflow .json) to the "
-                                   "end and write the result.")
-    r.add_argument("source", metavar="SOURCE", help="a session folder (session.save) or a ComfyUI workflow .json")
+    r = sub.add_parser("run", help="run a saved session folder or a ComfyUI workflow or image to an image",
+                       description="Run SOURCE (a session folder, a ComfyUI workflow .json in API or editor format, "
+                                   "or a ComfyUI .png carrying its workflow) to the end and write the result.")
+    r.add_argument("source", metavar="SOURCE",
+                   help="a session folder (session.save), a ComfyUI workflow .json or a ComfyUI image .png")
     r.add_argument("--out", required=True, help="the result image (PNG)")
     r.add_argument("--model", default=None,
                    help="'toyworld' or a diffusers folder (default: the model a saved session names, else toyworld)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import regional_widgets as rw
 
@@ -46,7 +47,12 @@ def sources(tmp_path_factory):
     session.step()  # saved mid-run: `run` continues from here
     session.save(folder / "session")
     session.to_comfy(folder / "workflow.json")
+    (folder / "ui").mkdir()
+    session.to_comfy(folder / "ui" / "editor.json", format="ui")
+    (folder / "png").mkdir()
+    session.save_png(folder / "png" / "image.png")
     return {"folder": folder, "session": folder / "session", "workflow": folder / "workflow.json",
+            "ui": folder / "ui" / "editor.json", "png": folder / "png" / "image.png",
             "expected": expected_png(model, session)}
 
 
@@ -84,8 +90,10 @@ def test_run_a_saved_session_with_every_output(sources, tmp_path):
     assert summary["written"] == {"out": "out/result.png", "steps_gif": "steps.gif", "strip": "strip.png"}
 
 
-def test_run_a_comfy_workflow(sources, tmp_path):
-    result = cli("run", sources["workflow"], "--out", "r.png", "--no-progress", cwd=tmp_path)
+@pytest.mark.parametrize("kind", ["workflow", "ui", "png"])
+def test_run_a_comfy_workflow(sources, tmp_path, kind):
+    """An API-format JSON, an editor (UI-format) JSON and a ComfyUI PNG run to the same image."""
+    result = cli("run", sources[kind], "--out", "r.png", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # --no-progress: nothing on stderr
     assert result.stdout.startswith("wrote r.png") and "done" in result.stdout
@@ -93,6 +101,25 @@ def test_run_a_comfy_workflow(sources, tmp_path):
     model = rw.models.ToyWorld()
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r.png").convert("RGB")),
                                   expected_png(model, make_session(model)))
+
+
+def test_run_a_comfy_png_notes_what_it_skipped(sources, tmp_path):
+    """A node the import passes over (a LoRA loader) is a note on stderr; the run goes on."""
+    with Image.open(sources["png"]) as image:
+        prompt = json.loads(image.info["prompt"])
+    pipe = next(i for i, n in prompt.items() if n["class_type"] == "ToBasicPipe")
+    prompt["90"] = {"class_type": "LoraLoader", "inputs": {"model": prompt[pipe]["inputs"]["model"], "clip": ["1", 1],
+                                                           "lora_name": "x.safetensors"}}
+    prompt[pipe]["inputs"]["model"] = ["90", 0]
+    for mask in (sources["png"].parent).glob("image_region*.png"):
+        (tmp_path / mask.name).write_bytes(mask.read_bytes())
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(prompt))
+    Image.new("RGB", (64, 64)).save(tmp_path / "lora.png", pnginfo=info)
+    result = cli("run", "lora.png", "--out", "r.png", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("python -m regional_widgets: note: node 90 (LoraLoader") and \
+        "skipped" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_info_text_and_json(tmp_path):
@@ -130,11 +157,12 @@ def damaged_session(folder: Path) -> Path:
 ERRORS = {
     # name: (arguments, words the one line must contain); {s} = the saved session, {w} = the workflow
     "missing source": (["run", "nope", "--out", "x.png"], ["nope", "no such file"]),
-    "a PNG workflow": (["run", "{png}", "--out", "x.png"], ["ComfyUI PNG", "doorway", ".json"]),
+    "a PNG that is damaged": (["run", "{png}", "--out", "x.png"], ["wf.png", "damaged PNG"]),
+    "a PNG without a workflow": (["run", "{plain}", "--out", "x.png"], ["plain.png", "without a ComfyUI workflow"]),
     "a folder without session.json": (["run", "{empty}", "--out", "x.png"], ["not a session folder"]),
     "a damaged session": (["run", "{damaged}", "--out", "x.png"], ["session.json", "JSON"]),
     "a JSON that is no workflow": (["run", "{notwf}", "--out", "x.png"], ["notwf.json"]),
-    "an unknown source type": (["run", "{txt}", "--out", "x.png"], ["session folder or a ComfyUI"]),
+    "an unknown source type": (["run", "{txt}", "--out", "x.png"], ["session folder, a ComfyUI workflow"]),
     "--out not an image": (["run", "{s}", "--out", "x.txt"], ["--out x.txt", "image file"]),
     "--out a folder": (["run", "{s}", "--out", "{folder_png}"], ["is a folder"]),
     "--steps-gif not a gif": (["run", "{s}", "--out", "x.png", "--steps-gif", "x.png"], ["--steps-gif", ".gif"]),
@@ -159,7 +187,8 @@ def test_bad_input_exits_2_with_one_line(case, sources, tmp_path):
     (tmp_path / "wf.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "notwf.json").write_text('{"1": {"class_type": "KSampler", "inputs": {}}}')
     (tmp_path / "wf.txt").write_text("hello")
-    names = {"s": sources["session"], "w": sources["workflow"], "png": "wf.png", "empty": empty,
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    names = {"plain": "plain.png", "s": sources["session"], "w": sources["workflow"], "png": "wf.png", "empty": empty,
              "damaged": damaged_session(tmp_path), "notwf": "notwf.json", "txt": "wf.txt", "folder_png": "folder.png"}
     args = [a.format(**names) for a in args]
     assert_usage_error(cli(*args, cwd=tmp_path), *words)
