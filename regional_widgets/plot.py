@@ -36,14 +36,15 @@ def picture(session, which: str = "latent") -> torch.Tensor:
 
 
 def sigma_axis(ax, session, label: str = "sigma"):
-    """A sigma axis: log-like from 14.6 down for EPS/V models, linear 0..1 for flow models."""
+    """A sigma axis: log-like from 14.6 down for EPS/V models, linear 0..1 for flow models.
+    ``label`` None: no axis label (compact panels name the range in their title)."""
     if _is_flow(session):
         ax.set_yscale("linear")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel(f"{label} (flow, 0..1)")
     else:
         ax.set_yscale("symlog", linthresh=0.01)
-        ax.set_ylabel(label)
+    if label is not None:
+        ax.set_ylabel(f"{label} (flow, 0..1)" if _is_flow(session) else label)
 
 
 def sigma_range(session, data) -> tuple:

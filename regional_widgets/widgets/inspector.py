@@ -282,11 +282,12 @@ class Inspector(widgets.VBox):
                             label=f"{label}: {config.scheduler}/{config.sampler}")
             self._lines.append(line)
             self.schedules[label] = sig
-        plot.sigma_axis(ax, self.session, "σ")
+        plot.sigma_axis(ax, self.session, None)
         ax.relim()
         ax.autoscale_view()
         if plot._is_flow(self.session):
             ax.set_ylim(-0.02, 1.02)
+        ax.set_title("σ schedules" + (" (flow, 0..1)" if plot._is_flow(self.session) else ""), fontsize=7)
 
     def _update_marker(self, cursor):
         s = self.session
