@@ -1,5 +1,5 @@
 """The composed application: step controls on top, the mask canvas beside the regions and inspector,
-the Save menu below.
+the Open row (upload a ComfyUI image/workflow or a mask PNG) and the Save menu below.
 
 Sized for a JupyterLab notebook column: the canvas shows at most ``max_display`` pixels a side
 (a 64-pixel image at x5 = 320) and the tabs take 500 px.
@@ -16,6 +16,7 @@ from ..session import Region, RegionalSamplerSession
 from .controls import StepControls
 from .inspector import Inspector
 from .mask_canvas import MaskCanvas
+from .open_menu import OpenMenu
 from .region_panel import RegionPanel
 from .save_menu import SaveMenu
 
@@ -43,7 +44,9 @@ def _wrap_rows(widget):
 
 class RegionalSamplerApp(widgets.VBox):
     """One widget over one session: ``.session``, ``.canvas``, ``.panel``, ``.controls``, ``.inspector``,
-    ``.save_menu`` (writes beside the notebook; ``save_folder`` overrides the working directory).
+    ``.open_menu`` (uploads: a ComfyUI image or workflow opens as a new session, `set_session`; a mask
+    PNG goes to the selected region) and ``.save_menu`` (writes beside the notebook; ``save_folder``
+    overrides the working directory, for both).
 
     The canvas's active region and the panel's selected row are linked (region 1 when it opens).
     The inspector shares a tab with the region panel and refreshes only while its tab is shown.
@@ -51,6 +54,22 @@ class RegionalSamplerApp(widgets.VBox):
 
     def __init__(self, session: RegionalSamplerSession, *, max_display: int = 320, inspector_backend=None,
                  save_folder=None):
+        self._options = dict(max_display=max_display, inspector_backend=inspector_backend, save_folder=save_folder)
+        self.open_menu = OpenMenu(self.set_session, self._load_mask, session.model, folder=save_folder)
+        super().__init__(layout={"max_width": "1000px"})
+        self.add_class("rw-app")
+        self.set_session(session)
+
+    def _load_mask(self, data: bytes):
+        self.canvas.load_mask(self.canvas.active_region, data)
+
+    def set_session(self, session: RegionalSamplerSession):
+        """Show ``session``: every view is built anew over it (the Open row stays)."""
+        max_display, inspector_backend = self._options["max_display"], self._options["inspector_backend"]
+        save_folder = self._options["save_folder"]
+        if getattr(self, "_link", None) is not None:  # the views of the session shown before let go of it
+            self._link.unlink()
+            self.inspector.follow = False
         self.session = session
         self.controls = StepControls(session)
         self.canvas = MaskCanvas(session, max_display=max_display)
@@ -68,8 +87,7 @@ class RegionalSamplerApp(widgets.VBox):
         self._on_tab()
         # side by side in a usual notebook column (~850 px); the tabs wrap below the canvas when narrower
         body = widgets.HBox([self.canvas, self.tabs], layout={"align_items": "flex-start", "flex_flow": "row wrap"})
-        super().__init__([self.controls, body, self.save_menu], layout={"max_width": "1000px"})
-        self.add_class("rw-app")
+        self.children = [self.controls, body, self.open_menu, self.save_menu]
 
     def _on_tab(self, change=None):
         # the inspector follows the session only while its tab is shown, and catches up when it is

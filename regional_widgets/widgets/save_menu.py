@@ -1,4 +1,5 @@
-"""The app's Save menu: the session folder, a GIF of the run or a ComfyUI workflow, beside the notebook.
+"""The app's Save menu: the session folder, a GIF of the run, a ComfyUI workflow or a ComfyUI image
+(a PNG carrying its workflow, as ComfyUI's own images do), beside the notebook.
 
 Files go to ``folder`` (default: the working directory, which is the notebook's folder in Jupyter
 and Voila) under a fresh name: an existing file is never overwritten (``run.gif`` exists ->
@@ -60,11 +61,18 @@ def save_workflow(session, folder: Path) -> list:
     return [Path(p) for p in session.to_comfy(path)]
 
 
-# label -> writer(session, folder) -> written paths; the ComfyUI PNG joins here with the ComfyUI doorway
+def save_comfy_png(session, folder: Path) -> list:
+    """The image (decoded result, or the current step's latent) with the workflow in it, masks beside it."""
+    path = fresh_path(folder, "comfyui.png", taken=_workflow_taken)
+    return [Path(p) for p in session.save_png(path)]
+
+
+# label -> writer(session, folder) -> written paths
 KINDS = {
     "Session folder": save_session,
     "GIF of the run": save_gif,
     "ComfyUI workflow (API JSON)": save_workflow,
+    "ComfyUI image (PNG with workflow)": save_comfy_png,
 }
 
 

@@ -20,9 +20,10 @@ def app(tmp_path):
     return app
 
 
-def test_the_menu_is_in_the_app_and_lists_the_three_kinds(app):
+def test_the_menu_is_in_the_app_and_lists_the_four_kinds(app):
     assert isinstance(app.save_menu, SaveMenu) and app.save_menu in app.children
-    assert list(app.save_menu.kind.options) == ["Session folder", "GIF of the run", "ComfyUI workflow (API JSON)"]
+    assert list(app.save_menu.kind.options) == ["Session folder", "GIF of the run", "ComfyUI workflow (API JSON)",
+                                                "ComfyUI image (PNG with workflow)"]
     assert app.save_menu.save_button.description == "Save"
 
 
@@ -90,4 +91,5 @@ def test_fresh_path_counts_up():
     assert fresh_path(Path("a"), "run.gif", is_taken) == Path("a/run-3.gif")
     assert fresh_path(Path("a"), "session", is_taken) == Path("a/session-2")
     assert fresh_path(Path("a"), "workflow.json", is_taken) == Path("a/workflow.json")
-    assert set(KINDS) == {"Session folder", "GIF of the run", "ComfyUI workflow (API JSON)"}
+    assert set(KINDS) == {"Session folder", "GIF of the run", "ComfyUI workflow (API JSON)",
+                          "ComfyUI image (PNG with workflow)"}
