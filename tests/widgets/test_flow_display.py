@@ -52,6 +52,9 @@ def test_flow_result_uses_the_noise_level_it_was_held_at():
 
 
 def test_flow_figures_have_a_zero_to_one_sigma_axis(tmp_path):
+    import matplotlib.pyplot as plt
+
+    plt.switch_backend("Agg")  # an earlier widget test may have left an interactive backend
     s = session("flow")
     ax = plot.schedule(s).axes[0]
     assert ax.get_yscale() == "linear" and ax.get_ylim() == (-0.02, 1.02) and "0..1" in ax.get_ylabel()
@@ -59,6 +62,7 @@ def test_flow_figures_have_a_zero_to_one_sigma_axis(tmp_path):
     fig = plot.sigma_map(s)
     assert fig.axes[0].images[0].get_clim() == (0.0, 1.0) and "0..1" in fig.axes[0].get_title()
     fig.savefig(tmp_path / "map.png")
+    plt.close("all")
 
 
 def test_inspector_and_canvas_show_the_picture_on_flow():
