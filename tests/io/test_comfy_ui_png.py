@@ -22,7 +22,7 @@ from regional_widgets.io.comfy import ComfyWorkflowError
 from regional_widgets.io.comfy_files import ComfyImportWarning
 from regional_widgets.io.paths import FileSafetyError
 
-from .test_comfy import (BASE, EIGHT_BIT, MODEL, PARAMS, REGION_CONFIGS, hand_written,  # noqa: F401 - a fixture
+from .test_comfy import (BASE, EIGHT_BIT, HAND_WRITTEN, MODEL, PARAMS, REGION_CONFIGS, hand_written,  # noqa: F401
                          validate_graph)
 
 RNG = np.random.default_rng(5)
@@ -451,3 +451,44 @@ def test_huge_png_and_json_are_refused_before_parsing(tmp_path, unchanged):
         rw.RegionalSamplerSession.from_comfy(tmp_path / "huge.png", MODEL)
     with pytest.raises(ComfyWorkflowError, match=r"upload: \d+ bytes, over the limit of 33554432"):
         rw.RegionalSamplerSession.from_comfy(b"{" + b" " * 2**25, MODEL, mask_folder=tmp_path)
+
+
+def test_flow_nodes_travel_through_ui_and_png(tmp_path):
+    """Issue 13B's flow nodes (ModelSamplingSD3, EmptySD3LatentImage) go through the editor format and
+    the PNG as through the API format: the UI mapping is the API schemas', not a second table."""
+    flow = rw.models.ToyWorld("sd3", n_exemplars=60, image_size=64, prediction="flow")
+    shifted = rw.models.ToyWorld("sd3", n_exemplars=60, image_size=64, prediction="flow", shift=2.0)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, 30:] = 1
+    session = rw.RegionalSamplerSession(shifted, rw.empty_latent(shifted, 64, 64), steps=5,
+                                        base=rw.SamplerConfig(positive="sky"),
+                                        regions=[rw.Region(mask, rw.SamplerConfig(positive="grass"))])
+    expected = session.run().clone()
+    session.to_comfy(tmp_path / "ui.json", format="ui")
+    session.save_png(tmp_path / "image.png")
+    kinds = {n["type"] for n in json.loads((tmp_path / "ui.json").read_text())["nodes"]}
+    assert {"ModelSamplingSD3", "EmptySD3LatentImage"} <= kinds
+    for source in ("ui.json", "image.png"):
+        back = rw.RegionalSamplerSession.from_comfy(tmp_path / source, flow)
+        assert back.model.model_sampling.shift == 2.0
+        assert torch.equal(back.run(), expected), source
+
+
+def test_a_chain_of_unknown_nodes_is_passed_over_and_each_reported(hand_written):
+    """Two LoRA loaders in a row on the base pipe and a CLIPSetLastLayer before a text encoder."""
+    folder, *_ = hand_written
+    graph = json.loads(HAND_WRITTEN)
+    graph["40"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": "a"}}
+    graph["41"] = {"class_type": "LoraLoader", "inputs": {"model": ["40", 0], "clip": ["40", 1], "lora_name": "b"},
+                   "_meta": {"title": "detail lora"}}
+    graph["42"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["41", 1], "stop_at_clip_layer": -2}}
+    graph["8"]["inputs"]["model"] = ["41", 0]
+    graph["6"]["inputs"]["clip"] = ["42", 0]
+    (folder / "lora.json").write_text(json.dumps(graph))
+    with pytest.warns(ComfyImportWarning) as record:
+        session = rw.RegionalSamplerSession.from_comfy(folder / "lora.json", MODEL)
+    assert sorted(str(w.message).split(" (")[0] for w in record) == ["node 40", "node 41", "node 42"]
+    assert [s["node"] for s in session.comfy_report["skipped"]] == ["40", "41", "42"]
+    assert session.comfy_report["skipped"][1]["title"] == "detail lora"
+    plain = rw.RegionalSamplerSession.from_comfy(folder / "flow.json", MODEL)
+    assert session.parameters() == plain.parameters() and session.base == plain.base
