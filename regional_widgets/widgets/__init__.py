@@ -6,6 +6,7 @@ from .controls import StepControls
 from .inspector import Inspector
 from .app import RegionalSamplerApp
 from .save_menu import SaveMenu
+from .open_menu import OpenMenu
 
 __all__ = [
     "BASE_COLOR",
@@ -18,4 +19,5 @@ __all__ = [
     "Inspector",
     "RegionalSamplerApp",
     "SaveMenu",
+    "OpenMenu",
 ]
