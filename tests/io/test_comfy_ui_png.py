@@ -492,3 +492,13 @@ def test_a_chain_of_unknown_nodes_is_passed_over_and_each_reported(hand_written)
     assert session.comfy_report["skipped"][1]["title"] == "detail lora"
     plain = rw.RegionalSamplerSession.from_comfy(folder / "flow.json", MODEL)
     assert session.parameters() == plain.parameters() and session.base == plain.base
+
+
+def test_a_text_chunk_over_the_limit_is_refused(tmp_path, unchanged, monkeypatch):
+    from regional_widgets.io import comfy_png
+
+    monkeypatch.setattr(comfy_png, "MAX_CHUNK_CHARS", 1000)  # the real limit (32 MiB of text) scaled down
+    (tmp_path / "long.png").write_bytes(png_with_text(workflow=json.dumps({"nodes": [], "links": [], "x": "a" * 2000})))
+    with unchanged(tmp_path), pytest.raises(ComfyWorkflowError, match=r"long.png: text chunk 'workflow' holds 20\d\d "
+                                                                      r"characters, over the limit of 1000"):
+        rw.RegionalSamplerSession.from_comfy(tmp_path / "long.png", MODEL)

@@ -12,7 +12,7 @@ from PIL.PngImagePlugin import PngInfo
 import regional_widgets as rw
 from regional_widgets.widgets import RegionalSamplerApp
 
-from .sessions import MODEL, make_session
+from .sessions import make_session
 
 
 def upload(app, name, data):
