@@ -695,7 +695,8 @@ class RegionalSamplerSession(HasTraits):
 
         The state at the current sub-step is saved too, so load -> continue equals never stopping.
         """
-        from .io.session_files import pack_tree, write_session
+        from .io.session_files import describe_model_sampling, pack_tree, write_session
+        from .sampling.model_sampling import as_model_sampling
 
         state = self._state
         doc = {"node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
@@ -703,6 +704,7 @@ class RegionalSamplerSession(HasTraits):
                             "variation_strength": r.variation_strength, "variation_method": r.variation_method}
                            for r in self.regions],
                "batch_index": self._batch_index, "latent_channels": int(self._model.latent_channels),
+               "model_sampling": describe_model_sampling(as_model_sampling(self._model)),
                "quirks": self.quirks.to_dict(),
                "cursor": state.cursor,
                "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
@@ -718,9 +720,11 @@ class RegionalSamplerSession(HasTraits):
         """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
         (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
         from .io.paths import FileSafetyError
-        from .io.session_files import SessionFileError, read_session
+        from .io.session_files import SessionFileError, describe_model_sampling, read_session
+        from .sampling.model_sampling import as_model_sampling
 
-        doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale)
+        doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale,
+                                           model_sampling=describe_model_sampling(as_model_sampling(model)))
         try:
             return cls._from_saved(doc, masks, tensors, model)
         except (SessionFileError, FileSafetyError):

@@ -52,7 +52,9 @@ _CONFIG_KEYS = tuple(SamplerConfig().to_dict())
 _REGION_KEYS = ("config", "variation_seed", "variation_strength", "variation_method")
 _STATE_KEYS = ("sigma", "sigma_next", "model_calls", "passes")
 _DOC_KEYS = ("format", "version", "files", "node", "parameters", "base", "regions", "batch_index", "latent_channels",
-             "quirks", "cursor", "state", "mode", "extra")
+             "quirks", "cursor", "state", "mode", "extra", "model_sampling")
+_OPTIONAL_DOC_KEYS = ("model_sampling",)  # the model's family and schedule; files written before it lack it
+PARAMETRISATION_NAMES = {"eps": "EPS", "v": "V-prediction", "const": "flow (CONST)"}
 
 
 class SessionFileError(ValueError):
@@ -154,9 +156,10 @@ def _index_files(folder):
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_session(path, *, channels: int, downscale: int):
+def read_session(path, *, channels: int, downscale: int, model_sampling=None):
     """``(doc, masks, tensors)`` from a session folder, every field checked (see `check_doc`) and every
-    array's dtype and shape checked from its header before it is read."""
+    array's dtype and shape checked from its header before it is read. ``model_sampling``: the loading
+    model's (`describe_model_sampling`), checked against the saved one where the file has it."""
     folder = Path(path)
     if not folder.is_dir():
         raise SessionFileError(f"path: {str(path)!r} is not a session folder (expected {INDEX} and the "
@@ -174,7 +177,7 @@ def read_session(path, *, channels: int, downscale: int):
     except (ValueError, RecursionError) as err:
         raise SessionFileError(f"{INDEX}: cannot be read as JSON ({err})") from None
     files = _files_of(doc)
-    check_doc(doc, channels)
+    check_doc(doc, channels, model_sampling)
     tensors = _read_latents(folder, files["latents"], channels)
     latent = tensors["latent_image"]
     batch_index = doc.get("batch_index")
@@ -217,10 +220,33 @@ def _check_config(field, value):
         raise SessionFileError(f"{INDEX}: {field}.{err}") from None
 
 
-def check_doc(doc: dict, channels: int) -> None:
-    """Every key and type of ``session.json`` (values the session validates again when it is built)."""
+def describe_model_sampling(model_sampling) -> dict:
+    """A model sampling as session.json keeps it: ``{"parametrisation", "schedule"}`` (its repr)."""
+    return {"parametrisation": model_sampling.parametrisation, "schedule": repr(model_sampling)}
+
+
+def _check_model_sampling(saved, current) -> None:
+    _check_keys("model_sampling", saved, ("parametrisation", "schedule"))
+    if saved["parametrisation"] not in PARAMETRISATION_NAMES or not isinstance(saved["schedule"], str):
+        _fail("model_sampling", "a parametrisation (eps, v, const) and a schedule text", saved)
+    if current is None:
+        return
+    if saved["parametrisation"] != current["parametrisation"]:
+        raise SessionFileError(f"model: the session was saved with a {PARAMETRISATION_NAMES[saved['parametrisation']]} "
+                               f"model, this one is {PARAMETRISATION_NAMES.get(current['parametrisation'], '?')}")
+    if saved["schedule"] != current["schedule"]:
+        raise SessionFileError(f"model: the session was saved with the model sampling {saved['schedule']}, this "
+                               f"model has {current['schedule']}")
+
+
+def check_doc(doc: dict, channels: int, model_sampling=None) -> None:
+    """Every key and type of ``session.json`` (values the session validates again when it is built).
+    ``model_sampling``: the loading model's (`describe_model_sampling`), to compare with the saved one."""
     v1 = doc.get("version") == 1
-    _check_keys("(top level)", doc, _DOC_KEYS, optional=("files", "mode", "extra", "quirks") if v1 else ())
+    _check_keys("(top level)", doc, _DOC_KEYS,
+                optional=("files", "mode", "extra", "quirks") + _OPTIONAL_DOC_KEYS if v1 else _OPTIONAL_DOC_KEYS)
+    if "model_sampling" in doc:
+        _check_model_sampling(doc["model_sampling"], model_sampling)
     if doc["node"] not in SAMPLER_NODES:
         _fail("node", " or ".join(SAMPLER_NODES), doc["node"])
     names = [n for n, spec in SCHEMAS[doc["node"]].required.items() if isinstance(spec, Literal)]

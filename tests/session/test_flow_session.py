@@ -197,3 +197,22 @@ def test_ddpm_as_recovery_sampler_on_flow_warns_with_the_reason():
         warnings.simplefilter("error", FlowModelWarning)  # EPS: no warning
         rw.RegionalSamplerSession(eps, rw.empty_latent(eps, 32, 32), base=BASE, regions=regions(["dpmpp_sde"]),
                                   steps=4, additional_mode="ratio between", additional_sampler="ddpm").run()
+
+
+def test_a_flow_session_loads_only_onto_its_model_family(tmp_path):
+    from regional_widgets.io.session_files import SessionFileError
+
+    s = rw.RegionalSamplerSession(FLOW, rw.empty_latent(FLOW, 32, 32), base=BASE, regions=regions(["euler"]), steps=4)
+    s.step()
+    s.save(tmp_path / "flow")
+    doc = json.loads((tmp_path / "flow" / "session.json").read_text())
+    assert doc["model_sampling"]["parametrisation"] == "const"
+    eps = rw.models.ToyWorld(n_exemplars=120, image_size=32)
+    with pytest.raises(SessionFileError, match=r"saved with a flow \(CONST\) model, this one is EPS"):
+        rw.RegionalSamplerSession.load(tmp_path / "flow", eps)
+    shifted = rw.models.ToyWorld(n_exemplars=120, image_size=32, prediction="flow", shift=2.0)
+    with pytest.raises(SessionFileError, match="saved with the model sampling ModelSamplingDiscreteFlow\\(shift=3"):
+        rw.RegionalSamplerSession.load(tmp_path / "flow", shifted)
+    del doc["model_sampling"]  # a file written before the key: still read
+    (tmp_path / "flow" / "session.json").write_text(json.dumps(doc))
+    assert rw.RegionalSamplerSession.load(tmp_path / "flow", FLOW).step_index == 1
