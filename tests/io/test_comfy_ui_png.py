@@ -502,3 +502,36 @@ def test_a_text_chunk_over_the_limit_is_refused(tmp_path, unchanged, monkeypatch
     with unchanged(tmp_path), pytest.raises(ComfyWorkflowError, match=r"long.png: text chunk 'workflow' holds 20\d\d "
                                                                       r"characters, over the limit of 1000"):
         rw.RegionalSamplerSession.from_comfy(tmp_path / "long.png", MODEL)
+
+
+def test_hand_built_ui_with_the_flow_nodes(hand_written):
+    """ModelSamplingSD3 ([shift]) between the checkpoint and every pipe (through a Reroute), and
+    EmptySD3LatentImage ([width, height, batch_size]), by the widget rule; the same as its API form."""
+    folder, *_ = hand_written
+    flow = rw.models.ToyWorld("sd3", n_exemplars=60, image_size=64, prediction="flow")
+    ui = hand_ui()
+    ui.node(50, "ModelSamplingSD3", [2.5], ["MODEL"])
+    ui.link(4, 0, 50, "model", "MODEL")
+    ui.node(73, "Reroute", outputs=["*"])
+    ui.link(50, 0, 73, "", "*")
+    model_links = {e["link"] for n in ui.nodes if n["type"] in ("ToBasicPipe", "LoraLoader")
+                   for e in n["inputs"] if e["name"] == "model"}
+    for link in ui.links:
+        if link[0] in model_links:
+            link[1] = 73
+    latent = ui.find(5)
+    latent["type"], latent["widgets_values"] = "EmptySD3LatentImage", [64, 64, 1]
+    (folder / "ui.json").write_text(json.dumps(ui.json()))
+    session = rw.RegionalSamplerSession.from_comfy(folder / "ui.json", flow)
+    assert session.comfy_report["skipped"] == []  # every pipe's model now comes through the Reroute
+    graph = json.loads(HAND_WRITTEN)
+    graph["50"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["4", 0], "shift": 2.5}}
+    for pipe in ("8", "27", "28"):
+        graph[pipe]["inputs"]["model"] = ["50", 0]
+    graph["5"]["class_type"] = "EmptySD3LatentImage"
+    (folder / "api.json").write_text(json.dumps(graph))
+    api = rw.RegionalSamplerSession.from_comfy(folder / "api.json", flow)
+    assert session.model.model_sampling.shift == 2.5 == api.model.model_sampling.shift
+    assert session.latent_image.shape == (1, 16, 8, 8)
+    assert session.parameters() == api.parameters() and session.base == api.base
+    assert torch.equal(session.run(), api.run())
