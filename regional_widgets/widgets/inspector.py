@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import plot
+from ..models.base import display_latent
 
 IMAGE_VIEWS = ("decoded", "denoised", "masks", "sigma_map", "times_map", "latent", "difference")
 _TITLES = {"decoded": "latent (decoded)", "denoised": "x0 prediction (decoded)", "masks": "masks",
@@ -249,7 +250,8 @@ class Inspector(widgets.VBox):
         self._show("difference", data, (0.0, max(top, 1e-6)), f"{_TITLES['difference']}: {names} (max {top:.3g})")
 
     def call_changes(self, cursor=None) -> list:
-        """Per part (base, region 1, ...): RMS over channels of latent after minus before its call this step."""
+        """Per part (base, region 1, ...): RMS over channels of latent after minus before its call this step
+        (flow models: of the pictures, `plot.picture`)."""
         s = self.session
         cursor = self._cursor() if cursor is None else cursor
         h, w = s.latent.shape[-2:]
@@ -260,9 +262,10 @@ class Inspector(widgets.VBox):
         first = cursor - 1
         while first > 0 and ops[first - 1].group == ops[cursor - 1].group:
             first -= 1
-        history, after = s.history, s.latent
+        # on a flow model the pictures (1 - sigma) * latent, not the x / (1 - sigma) hand-over latents
+        history, after = s.history, plot.picture(s)
         for k in range(cursor - 1, first - 1, -1):  # backwards: each state is the next one's "after"
-            before = history[k].latent
+            before = display_latent(s.model, history[k].latent, history[k].sigma_map)
             op = ops[k]
             if op.kind in ("base", "region", "finalize"):  # sampler calls; composites and blends are not
                 d = (after[0] - before[0]).double()

@@ -75,3 +75,13 @@ def test_inspector_and_canvas_show_the_picture_on_flow():
     canvas = MaskCanvas(s)
     rgb = (s.model.decode(plot.picture(s))[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.array_equal(canvas.background_rgb(), rgb)
+
+
+def test_the_inspector_difference_view_compares_pictures_on_flow():
+    s = session("flow")  # one base call done
+    inspector = Inspector(s, backend="image")
+    before = display_latent(s.model, s.history[0].latent, s.history[0].sigma_map)
+    want = (plot.picture(s)[0] - before[0]).double().pow(2).mean(0).sqrt().numpy()
+    assert np.allclose(inspector.call_changes()[0], want)
+    raw = (s.latent[0] - s.history[0].latent[0]).double().pow(2).mean(0).sqrt().numpy()
+    assert raw.max() > 3 * want.max()  # the hand-over latents would show mostly the 1 / (1 - sigma) rescale
