@@ -13,7 +13,9 @@ The rules (docs/comfyui.md):
   values (the upload button of image loaders) are ignored;
 - ``links`` are ``[id, from_node, from_slot, to_node, to_slot, type]`` (the object form with
   ``origin_id``/``target_id`` is read too); Reroute nodes are followed through, a PrimitiveNode
-  gives its value to the widget it is linked to; groups, notes and positions are ignored.
+  gives its value to the widget it is linked to; a bypassed node (``mode`` 4) becomes an unknown
+  node ``"<type> (bypassed)"``, which the import passes over and reports; groups, notes and
+  positions are ignored.
 
 Errors (`comfy.ComfyWorkflowError`) name the node, input and link.
 """
@@ -26,6 +28,7 @@ CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 SEED_NAMES = ("seed", "noise_seed")
 PASS_THROUGH = ("Reroute",)
 PRIMITIVE = "PrimitiveNode"
+BYPASS = 4  # a node's "mode" when the editor bypasses it
 # layout of written workflows (editor pixels): columns by depth, nodes stacked with room for titles
 NODE_WIDTH, COLUMN_GAP, ROW_GAP, TITLE_HEIGHT = 320, 80, 50, 30
 SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_HEIGHT = 20, 26, 100
@@ -101,7 +104,10 @@ def ui_to_api(ui) -> tuple:
         if kind in PASS_THROUGH or kind == PRIMITIVE:
             continue
         titles[node_id] = str(node.get("title") or kind)[:200]
-        graph[node_id] = {"class_type": kind, "inputs": _inputs(nodes, links, node_id, node, notes)}
+        inputs = _inputs(nodes, links, node_id, node, notes)
+        if node.get("mode") == BYPASS:  # the editor passes its inputs through: not a node we know, so passed over
+            kind = f"{kind} (bypassed)"
+        graph[node_id] = {"class_type": kind, "inputs": inputs}
     return graph, titles, notes
 
 

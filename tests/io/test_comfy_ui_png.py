@@ -535,3 +535,22 @@ def test_hand_built_ui_with_the_flow_nodes(hand_written):
     assert session.latent_image.shape == (1, 16, 8, 8)
     assert session.parameters() == api.parameters() and session.base == api.base
     assert torch.equal(session.run(), api.run())
+
+
+def test_a_bypassed_node_is_passed_over_and_reported(hand_written):
+    """The editor's bypass (mode 4) on a node we know: its MODEL input goes on, as in the editor."""
+    folder, *_ = hand_written
+    flow = rw.models.ToyWorld("sd3", n_exemplars=60, image_size=64, prediction="flow")
+    ui = hand_ui()
+    ui.node(50, "ModelSamplingSD3", [2.5], ["MODEL"], mode=4)
+    ui.link(4, 0, 50, "model", "MODEL")
+    ui.find(8)["inputs"][0]["link"] = ui.link(50, 0, 12, "unused", "MODEL")
+    ui.find(12)["inputs"].pop()
+    ui.find(5)["type"] = "EmptySD3LatentImage"
+    (folder / "ui.json").write_text(json.dumps(ui.json()))
+    with pytest.warns(ComfyImportWarning) as record:
+        session = rw.RegionalSamplerSession.from_comfy(folder / "ui.json", flow)
+    assert sorted(s["class_type"] for s in session.comfy_report["skipped"]) == ["LoraLoader",
+                                                                               "ModelSamplingSD3 (bypassed)"]
+    assert any("node 50 (ModelSamplingSD3 (bypassed)" in str(w.message) for w in record)
+    assert session.model.model_sampling.shift == flow.model_sampling.shift  # the checkpoint's own, as the editor runs
