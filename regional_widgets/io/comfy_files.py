@@ -50,7 +50,7 @@ def read_source(path=None, *, data: bytes = None, name: str = None, mask_folder=
         folder = Path(mask_folder)
     graph, kind = _graph_of(bytes(data), name or "upload")
     notes = {}
-    if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
+    if isinstance(graph, dict) and isinstance(graph.get("nodes"), list):  # the editor's format
         graph, titles, notes = comfy_ui.ui_to_api(graph)
         kind += " (editor format)"
     else:
