@@ -84,7 +84,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     per-region detail ratios (models with exemplars) and effective-sigma maps."""
     import matplotlib.pyplot as plt
 
-    from .plot import picture
+    from .plot import _rgb, picture
 
     sessions = [a, b]
     strips = []
@@ -94,7 +94,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
         while not s.done:
             s.step()
             if s.denoised is not None and s.step_index % every == 0:
-                frames.append(s.model.decode(s.denoised)[0].clamp(0, 1).numpy())
+                frames.append(_rgb(s.model, s.denoised))
         strips.append(frames)
     has_exemplars = hasattr(a.model.encode(""), "exemplars")
     ratios = [detail_ratios(s) if has_exemplars and s.regions else [] for s in sessions]
@@ -103,7 +103,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     for row, (s, frames, label, r) in enumerate(zip(sessions, strips, labels, ratios)):
         for ax in axes[row]:
             ax.axis("off")
-        axes[row][0].imshow(s.model.decode(picture(s, "result"))[0].clamp(0, 1).numpy())
+        axes[row][0].imshow(_rgb(s.model, picture(s, "result")))
         text = ", ".join(f"{x:.2f}" for x in r)
         axes[row][0].set_title(f"{label}\ndetail {text}" if r else label, fontsize=7)
         axes[row][1].imshow(s.sigma_map, cmap="viridis")

@@ -5,8 +5,12 @@ import numpy as np
 import torch
 
 
-def _rgb(model, latent: torch.Tensor) -> np.ndarray:
-    return model.decode(latent)[0].clamp(0, 1).cpu().numpy()
+def _rgb(model, latent: torch.Tensor, full: bool = False) -> np.ndarray:
+    """Batch item 0 as an ``[H, W, 3]`` array: the model's cheap preview (`models.base.preview_rgb`);
+    ``full``: its full decode (the VAE)."""
+    from .models.base import preview_rgb
+
+    return preview_rgb(model, latent, full)[0].float().numpy()
 
 
 def _is_flow(session) -> bool:

@@ -192,13 +192,30 @@ def display_latent(model, latent: torch.Tensor, sigma) -> torch.Tensor:
     ``x0 + noise * sigma / (1 - sigma)`` (spec model_families.md §2.1): ~27x the noise after the first
     SD3 step. This returns the flow state ``(1 - sigma) * latent`` (in model space), a picture with noise
     of std sigma <= 1 as a flow sampler sees it. ``sigma``: a number, or a map at latent resolution (the
-    session's ``sigma_map``); None or an EPS/V model: ``latent`` unchanged.
+    session's ``sigma_map``); None, 0 everywhere (no leftover noise) or an EPS/V model: ``latent`` itself.
     """
     if sigma is None or latent is None or not is_flow_model(model):
         return latent
+    sigma = torch.as_tensor(sigma, dtype=latent.dtype, device=latent.device)
+    if not bool(torch.count_nonzero(sigma)):  # weight 1: the latent bit for bit, not a scale round trip
+        return latent
     fmt = latent_format(model)
-    weight = (1.0 - torch.as_tensor(sigma, dtype=latent.dtype, device=latent.device)).clamp(0.0, 1.0)
+    weight = (1.0 - sigma).clamp(0.0, 1.0)
     return process_out(weight * process_in(latent, fmt), fmt)
+
+
+def preview_rgb(model, latent: torch.Tensor, full: bool = False) -> torch.Tensor:
+    """The one way a latent becomes a picture on screen: RGB float ``[B, H, W, 3]`` in [0, 1], on the CPU.
+
+    ``model.decode_preview`` where the model has one (the diffusers families: linear latent-to-RGB
+    factors, no VAE call), else ``model.decode`` (ToyWorld's decode is itself cheap). ``full``: always
+    ``model.decode`` (the VAE). ``latent`` is what to show: pass `display_latent`'s picture on a flow
+    model (`plot.picture` does), this function does not re-apply it.
+    """
+    preview = None if full else getattr(model, "decode_preview", None)
+    with torch.no_grad():
+        rgb = preview(latent) if callable(preview) else model.decode(latent)
+    return rgb.clamp(0, 1).cpu()
 
 
 def with_model_sampling(model, model_sampling):

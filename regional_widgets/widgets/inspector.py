@@ -2,7 +2,9 @@
 
 One figure holds every view (one canvas, one draw):
 
-- ``decoded`` / ``denoised``: the working latent and the x0 prediction (``session.denoised``), decoded;
+- ``decoded`` / ``denoised``: the working latent and the x0 prediction (``session.denoised``) as the
+  model's cheap preview (`models.base.preview_rgb`: linear factors on a diffusers model, no VAE call
+  per step); the "decode with VAE" toggle (``decode_with_vae``) switches both to the full ``decode``;
 - ``masks``: the base and (grown) region masks at latent resolution, in the regions' colours;
 - ``sigma_map`` / ``times_map``: the effective noise level per latent pixel and how many calls
   denoised each pixel in the current regional step;
@@ -27,6 +29,7 @@ import warnings
 import ipywidgets as widgets
 import numpy as np
 import torch
+import traitlets
 
 from .. import plot
 from ..models.base import display_latent
@@ -102,7 +105,11 @@ class Inspector(widgets.VBox):
     ``refresh()`` recomputes the views whose inputs changed and redraws once. It runs on every state
     change: at once without a running event loop, at most once per ``min_interval`` seconds with
     one (a pending refresh then catches up), and not at all while ``follow`` is False.
+    ``decode_with_vae`` (the "decode with VAE" toggle, off by default) shows the pictures through the
+    model's full ``decode`` instead of its cheap preview.
     """
+
+    decode_with_vae = traitlets.Bool(False)
 
     def __init__(self, session, *, backend: str | None = None, width: int = 470, dpi: int = 72,
                  min_interval: float = 0.1):
@@ -119,9 +126,15 @@ class Inspector(widgets.VBox):
         self._build_figure(width, dpi)
         self._figure = _FigureWidget(self.figure, backend or default_backend())
         self.backend = self._figure.backend
+        super().__init__()
+        self.vae_toggle = widgets.Checkbox(value=False, description="decode with VAE", indent=False,
+                                           tooltip="show the pictures through the model's full decode "
+                                                   "(the VAE: slow on real models) instead of its cheap preview")
+        widgets.link((self.vae_toggle, "value"), (self, "decode_with_vae"))
         self.refresh()
         session.observe(self._on_change, names=_STATE_TRAITS + _PLAN_TRAITS)
-        super().__init__([self._figure.widget])
+        self.observe(self._on_change, names="decode_with_vae")
+        self.children = [self._figure.widget, self.vae_toggle]
         self.add_class("rw-inspector")
 
     def _build_figure(self, width, dpi):
@@ -171,7 +184,8 @@ class Inspector(widgets.VBox):
         self._last = time.perf_counter()
         s = self.session
         cursor = self._cursor()
-        sources = {"decoded": (s.latent,), "denoised": (s.denoised,), "masks": (s.masks,),
+        vae = self.decode_with_vae
+        sources = {"decoded": (s.latent, vae), "denoised": (s.denoised, vae), "masks": (s.masks,),
                    "sigma_map": (s.sigma_map,), "times_map": (s.times_map,), "latent": (s.latent,),
                    "difference": (s.latent, cursor, len(s.regions)),
                    "schedule": (plot.schedule_steps(s), s.base) + tuple(r.config for r in s.regions),
@@ -213,7 +227,7 @@ class Inspector(widgets.VBox):
             h, w = self.session.latent.shape[-2:]
             down = getattr(self.session.model, "downscale", 1)
             return np.zeros((h * down, w * down, 3))
-        return plot._rgb(self.session.model, latent)
+        return plot._rgb(self.session.model, latent, full=self.decode_with_vae)
 
     def _update_decoded(self, cursor):
         self._show("decoded", self._rgb(plot.picture(self.session)))  # flow: (1 - sigma) * latent

@@ -19,7 +19,7 @@ from PIL import Image
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..io.masks import open_image, read_mask_png, write_mask_png
-from ..models.base import display_latent
+from ..models.base import display_latent, preview_rgb
 from ..sampling import masks as mask_ops
 from .painter import TOOLS, Painter, brush_radius, outline_segments
 from .palette import region_color, region_hex
@@ -309,14 +309,14 @@ class MaskCanvas(widgets.VBox):
         self._put(layer, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
 
     def background_rgb(self) -> np.ndarray:
-        """The background at image size, uint8 (H, W, 3)."""
+        """The background at image size, uint8 (H, W, 3): the session's picture as the model's cheap
+        preview (`models.base.preview_rgb`: no VAE call on a diffusers model)."""
         shape = self.image_shape
         if self._background_source is not None:
             return _fit_rgb(self._background_source, shape)
-        with torch.no_grad():  # a flow model's leftover-noise latent shown as (1 - sigma) * latent
-            image = self.session.model.decode(display_latent(self.session.model, self.session.latent,
-                                                             self.session.sigma_map))[0]
-        return _fit_rgb((image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8), shape)
+        model = self.session.model  # a flow model's leftover-noise latent shown as (1 - sigma) * latent
+        image = preview_rgb(model, display_latent(model, self.session.latent, self.session.sigma_map))[0]
+        return _fit_rgb((image.numpy() * 255).round().astype(np.uint8), shape)
 
     def overlay_rgba(self, box=None) -> np.ndarray:
         """The masks in their colours, composited in region order with the active region on top."""
