@@ -165,11 +165,15 @@ def _load_session(source: Path, kind: str, model):
         raise UsageError(f"{source}: cannot be read ({type(err).__name__}: {_one_line(err)})") from None
 
 
-def _save_image(model, latent, out: Path) -> None:
+def _save_image(session, out: Path) -> None:
+    """The result as a person should see it: `plot.picture` (on a flow model a result holding leftover
+    noise is shown at the noise level it was held at), through the model's full decode."""
     import numpy as np
     from PIL import Image
 
-    rgb = model.decode(latent).clamp(0, 1).cpu().numpy()  # [B, H, W, 3]
+    from .plot import picture
+
+    rgb = session.model.decode(picture(session, "result")).clamp(0, 1).cpu().numpy()  # [B, H, W, 3]
     tiled = np.concatenate(list(rgb), axis=1)  # a batch side by side
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((tiled * 255).round().astype(np.uint8)).save(out)
@@ -222,7 +226,7 @@ def cmd_run(args) -> int:
     _run_with_progress(session, progress=not args.no_progress)
     timings["run_s"] = time.perf_counter() - t0
     out = Path(args.out)
-    _save_image(model, session.result, out)
+    _save_image(session, out)
     written = {"out": str(out)}
 
     if args.steps_gif:  # replays the run from its start, one regional step at a time (deterministic)

@@ -229,3 +229,26 @@ def test_run_a_workflow_on_a_diffusers_folder(sources, tmp_path):
     # the loaders' own warnings and bars are quiet: stderr holds our progress bar only
     assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
     assert "float32" not in result.stderr and "RegionalSamplerAdvanced" in result.stderr
+
+
+def test_run_writes_the_picture_of_a_flow_result_with_leftover_noise(tmp_path, monkeypatch, capsys):
+    """On a flow model the result the node returns can hold leftover noise (``x / (1 - sigma)``, here
+    stopped at step 3 of 6 with its leftover noise): ``--out`` is what `rw.plot.picture` shows, decoded."""
+    from regional_widgets import cli as cli_module
+
+    model = rw.models.ToyWorld(n_exemplars=60, prediction="flow")
+    session = make_session(model)
+    session.end_at_step, session.return_with_leftover_noise = 3, True
+    session.save(tmp_path / "flow")
+    session.run()
+    picture = model.decode(rw.plot.picture(session, "result"))[0].clamp(0, 1).numpy()
+    raw = model.decode(session.result)[0].clamp(0, 1).numpy()
+    expected = (picture * 255).round().astype(np.uint8)
+    assert np.abs(expected.astype(int) - (raw * 255).round().astype(int)).max() > 10  # not the raw latent
+
+    # a session file names no model: the flow ToyWorld stands in for the one `run` would build
+    monkeypatch.setattr(cli_module, "load_model", lambda spec: model)
+    assert cli_module.main(["run", str(tmp_path / "flow"), "--out", str(tmp_path / "flow.png"), "--no-progress"]) == 0
+    assert "flow.png" in capsys.readouterr().out
+    with Image.open(tmp_path / "flow.png") as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), expected)
