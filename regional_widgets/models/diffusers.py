@@ -46,8 +46,8 @@ from ..sampling.model_sampling import (ModelSamplingDiscrete, flux_model_samplin
 from ..sampling.schedules import as_model_sampling
 from .base import PromptCache
 from .families import (FAMILY_LATENT_FORMAT, SUPPORTED, SDXLSizes, UnknownModelFolder, detect_family,
-                       fit_latent_rgb, linear_preview)
-from .latents import SDPreviewSpace, as_rgb_batch
+                       fit_latent_rgb)
+from .latents import SDPreviewSpace, as_rgb_batch, linear_preview
 from .prompts import TokenizerSpec, empty_chunk, encode_weighted, tokenize
 
 try:

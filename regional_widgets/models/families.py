@@ -138,10 +138,3 @@ def fit_latent_rgb(vae, channels: int, size: int = 64, seed: int = 0) -> tuple:
     ridge = 1e-6 * torch.eye(a.shape[1], dtype=a.dtype)
     solution = torch.linalg.solve(a.T @ a + ridge, a.T @ b)
     return solution[:-1], solution[-1]
-
-
-def linear_preview(latent: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, downscale: int) -> torch.Tensor:
-    """``[B, C, h, w]`` -> RGB float32 ``[B, h*down, w*down, 3]`` in [0, 1] by a linear map (nearest upsampling)."""
-    rgb = torch.einsum("bchw,cr->brhw", latent.double(), weights.double()) + bias.double().view(1, 3, 1, 1)
-    rgb = F.interpolate(rgb, scale_factor=downscale, mode="nearest")
-    return ((rgb.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous()

@@ -38,6 +38,17 @@ def as_rgb_batch(rgb, name: str = "rgb") -> torch.Tensor:
     return rgb
 
 
+def linear_preview(latent: torch.Tensor, weights: torch.Tensor, bias=None, downscale: int = 8) -> torch.Tensor:
+    """``[B, C, h, w]`` -> RGB float32 ``[B, h*down, w*down, 3]`` in [0, 1] by a linear map to [-1, 1]
+    (``weights [C, 3]``, optional ``bias [3]``, float64), upsampled nearest: the latent's true resolution,
+    which ``encode``'s block average undoes. Every linear latent-to-RGB preview goes through here."""
+    rgb = torch.einsum("bchw,cr->brhw", latent.double(), weights.double())
+    if bias is not None:
+        rgb = rgb + bias.double().view(1, 3, 1, 1)
+    rgb = F.interpolate(rgb, scale_factor=downscale, mode="nearest")
+    return ((rgb.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
 class PixelSpace:
     channels, downscale = 3, 1
 
@@ -62,10 +73,7 @@ class SDPreviewSpace:
         return torch.einsum("brhw,rc->bchw", blocks, self.from_rgb.to(rgb.dtype))
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        rgb = torch.einsum("bchw,cr->brhw", latent.double(), self.to_rgb)
-        # Nearest upsampling shows the latent's true resolution, and encode's block average undoes it.
-        rgb = F.interpolate(rgb, scale_factor=self.downscale, mode="nearest")
-        return ((rgb.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+        return linear_preview(latent, self.to_rgb, downscale=self.downscale)
 
 
 def _sd3_style_factors() -> torch.Tensor:
@@ -103,9 +111,7 @@ class SD3StyleSpace:
         return self.process_out(torch.einsum("brhw,rc->bchw", blocks, self.from_rgb.to(rgb.dtype)))
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        rgb = torch.einsum("bchw,cr->brhw", self.process_in(latent.double()), self.to_rgb)
-        rgb = F.interpolate(rgb, scale_factor=self.downscale, mode="nearest")
-        return ((rgb.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+        return linear_preview(self.process_in(latent.double()), self.to_rgb, downscale=self.downscale)
 
 
 LATENT_SPACES = {"pixels": PixelSpace, "sd": SDPreviewSpace, "sd3": SD3StyleSpace}
