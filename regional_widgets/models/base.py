@@ -15,7 +15,8 @@ A model declares its sampling (``model_sampling``: parametrisation x schedule, s
 model_families.md §1); every noise operation of a sampler call goes through it. A model with only
 ``sigmas`` is an EPS model on that table (``x = x0 + sigma * noise``). A flow (CONST) model's state is
 ``x = (1 - sigma) x0 + sigma * noise``. Optional ``latent_scale_factor``/``latent_shift_factor``: the
-latent format, model space = ``(VAE space - shift) * scale`` (`process_in`/`process_out`).
+latent format, model space = ``(VAE space - shift) * scale`` (`process_in`/`process_out`). Optional
+``decode_preview(latent)``: a cheap picture shaped like ``decode``'s, shown per step (`preview_rgb`).
 CFG is applied here, once, for every model.
 """
 from __future__ import annotations
