@@ -47,6 +47,8 @@ def test_the_wheel_carries_the_licence_and_py_typed(wheel):
     assert licence.startswith("MIT License") and "the regional_widgets authors" in licence
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     assert "regional_widgets/cli.py" in names and "regional_widgets/colors.py" in names
+    for name in ("grass", "brick", "gravel", "README"):  # ToyWorld's default pictures need them
+        assert any(n.startswith(f"regional_widgets/models/textures/{name}.") for n in names), name
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "scripts/"))]
 
 

@@ -69,8 +69,9 @@ class ToyWorld:
     n_exemplars: pictures in all, shared evenly by the 20 classes (8 materials, 12 colour-shapes).
     image_size: the side of every picture in pixels (a multiple of 8); x must match it.
     mixture_variance: 0 for the exemplars themselves, > 0 for Gaussians around them.
-    textures: ``"auto"`` uses scikit-image's grass/brick/gravel photographs when it is installed,
-    ``"procedural"`` never does, ``"skimage"`` insists.
+    textures: ``"auto"`` (= ``"skimage"``) crops grass/brick/gravel from three CC0 photographs of
+    scikit-image's sample data, shipped with this package (scikit-image itself is not needed), so a
+    seed draws the same pictures everywhere; ``"procedural"`` draws those materials instead.
 
     Prompts are words from ``vocabulary``, e.g. ``"sky"``, ``"grass"``, ``"red circle"``, ``"blue"``.
     ``labels`` holds each exemplar's word set, ``exemplars`` their latents.

@@ -2,10 +2,15 @@
 
 Every picture is an ``[S, S, 3]`` float array in [0, 1] drawn from its own generator, seeded by
 ``(seed, class, index)``: a picture never depends on how many others were made, so asking for
-more exemplars keeps the first ones. grass, brick and gravel are crops of scikit-image's bundled
-CC0 photographs when it is installed (``textures="auto"``), procedural otherwise.
+more exemplars keeps the first ones. grass, brick and gravel are crops of three CC0 photographs
+from scikit-image's sample data, shipped with this package (``textures/``, see its README.txt), so
+the default pictures are the same whether or not scikit-image is installed; ``"procedural"`` draws
+them instead.
 """
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -18,26 +23,26 @@ VOCABULARY = MATERIALS + tuple(COLOURS) + SHAPES
 CLASSES = tuple(frozenset([m]) for m in MATERIALS) + tuple(
     frozenset([c, s]) for c in COLOURS for s in SHAPES)
 PHOTO_MATERIALS = ("grass", "brick", "gravel")
-TEXTURES = ("auto", "procedural", "skimage")
-
-
-def skimage_available() -> bool:
-    try:
-        import skimage.data  # noqa: F401
-    except ImportError:
-        return False
-    return True
+TEXTURES = ("auto", "procedural", "skimage")  # "skimage": scikit-image's photographs (shipped here)
+PHOTO_DIR = Path(__file__).with_name("textures")
 
 
 def resolve_textures(textures: str) -> str:
-    """``"auto"`` -> ``"skimage"`` when scikit-image imports, else ``"procedural"``."""
+    """``"auto"`` -> ``"skimage"`` (the shipped photographs), in every environment."""
     if textures not in TEXTURES:
         raise ValueError(f"textures: expected one of {', '.join(TEXTURES)}, got {textures!r}")
-    if textures == "auto":
-        return "skimage" if skimage_available() else "procedural"
-    if textures == "skimage" and not skimage_available():
-        raise ValueError("textures: 'skimage' needs scikit-image (pip install scikit-image)")
-    return textures
+    return "skimage" if textures == "auto" else textures
+
+
+@lru_cache(maxsize=None)
+def photo(name: str) -> np.ndarray:
+    """The 512x512 uint8 grey photograph ``name`` (grass, brick, gravel), read-only."""
+    from PIL import Image
+
+    with Image.open(PHOTO_DIR / f"{name}.png") as image:
+        grey = np.asarray(image.convert("L"))
+    grey.setflags(write=False)
+    return grey
 
 
 def make_exemplars(seed: int, n: int, size: int, textures: str):
@@ -180,7 +185,7 @@ _PROCEDURAL = {"sky": _sky, "night": _night, "sun": _sun, "water": _water, "gras
                "brick": _brick, "gravel": _gravel, "sand": _sand}
 
 
-# -- photographs (scikit-image's CC0 textures) ----------------------------------------------------
+# -- photographs (scikit-image's CC0 textures, shipped in textures/) ------------------------------
 
 _PHOTO_TINTS = {  # dark, middle, light colours mapped onto the photo's grey quantiles
     "grass": ((0.04, 0.16, 0.03), (0.22, 0.50, 0.10), (0.62, 0.85, 0.35)),
@@ -190,9 +195,7 @@ _PHOTO_TINTS = {  # dark, middle, light colours mapped onto the photo's grey qua
 
 
 def _photo(rng, size, name):
-    import skimage.data
-
-    grey = getattr(skimage.data, name)().astype(np.float64) / 255
+    grey = photo(name).astype(np.float64) / 255
     if name == "brick":
         grey = grey.T  # the photo's courses run vertically; walls read better horizontal
     factor = int(rng.integers(2, 5)) if grey.shape[0] >= 4 * size else 1

@@ -214,8 +214,6 @@ def test_exemplars_depend_on_the_seed_only():
 
 @pytest.mark.parametrize("textures", ["procedural", "skimage"])
 def test_both_texture_paths_make_every_class(textures):
-    if textures == "skimage":
-        pytest.importorskip("skimage")
     images, labels = toyworld_images.make_exemplars(0, 40, 32, textures)
     assert images.shape == (40, 32, 32, 3) and images.dtype == np.float32
     assert 0 <= images.min() and images.max() <= 1
@@ -226,7 +224,6 @@ def test_both_texture_paths_make_every_class(textures):
 
 
 def test_skimage_textures_are_crops_of_the_photographs():
-    pytest.importorskip("skimage")
     photo, _ = toyworld_images.make_exemplars(0, 20, 32, "skimage")
     procedural, _ = toyworld_images.make_exemplars(0, 20, 32, "procedural")
     for k, labels in enumerate(toyworld_images.CLASSES):
@@ -234,11 +231,39 @@ def test_skimage_textures_are_crops_of_the_photographs():
         assert same == (not labels & set(toyworld_images.PHOTO_MATERIALS)), labels
 
 
-def test_without_skimage_auto_falls_back_to_procedural(monkeypatch):
-    monkeypatch.setattr(toyworld_images, "skimage_available", lambda: False)
-    assert toyworld_images.resolve_textures("auto") == "procedural"
+def test_auto_means_the_shipped_photographs():
+    assert toyworld_images.resolve_textures("auto") == "skimage"
+    assert toyworld_images.resolve_textures("procedural") == "procedural"
     with pytest.raises(ValueError, match="textures"):
-        toyworld_images.resolve_textures("skimage")
+        toyworld_images.resolve_textures("photo")
+    for name in toyworld_images.PHOTO_MATERIALS:
+        grey = toyworld_images.photo(name)
+        assert grey.shape == (512, 512) and grey.dtype == np.uint8 and grey.std() > 10, name
+
+
+def test_the_shipped_photographs_are_scikit_images():
+    """Provenance (textures/README.txt): byte-for-byte scikit-image's sample data, pixel for pixel."""
+    data = pytest.importorskip("skimage.data")
+    for name in toyworld_images.PHOTO_MATERIALS:
+        assert np.array_equal(toyworld_images.photo(name), getattr(data, name)()), name
+
+
+NO_SKIMAGE = textwrap.dedent("""
+    import sys
+    sys.modules["skimage"] = None  # any import of scikit-image now raises ImportError
+""")
+
+
+@pytest.mark.parametrize("latent", LATENTS)
+def test_default_pictures_are_the_same_without_scikit_image(latent):
+    """The same seed draws the same exemplars (and samples) whether or not scikit-image imports."""
+    script = HASH_SCRIPT + f"\nprint(*hashes({latent!r}))"
+    runs = [subprocess.run([sys.executable, "-c", prefix + script], capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).parents[2]).stdout.split()
+            for prefix in ("", NO_SKIMAGE)]
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    hidden = subprocess.run([sys.executable, "-c", NO_SKIMAGE + "import skimage"], capture_output=True)
+    assert hidden.returncode != 0  # the prefix really hides it
 
 
 # -- numerical safety -----------------------------------------------------------------------------
