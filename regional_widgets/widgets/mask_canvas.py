@@ -21,7 +21,8 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 from ..io.masks import open_image, read_mask_png, write_mask_png
 from ..models.base import display_latent, preview_rgb
 from ..sampling import masks as mask_ops
-from .painter import TOOLS, Painter, brush_radius, outline_segments
+from .painter import TOOLS, Painter
+from .pixels import brush_radius, outline_segments
 from .palette import region_color, region_hex
 
 _TOOL_KEYS = {"b": "brush", "e": "eraser", "r": "rectangle", "o": "ellipse", "p": "polygon", "f": "fill"}
@@ -40,7 +41,7 @@ class MaskCanvas(widgets.VBox):
 
     The canvas follows the session by itself (regions, masks, latent, overlap_factor); call
     `redraw()` to repaint every layer. Each finished edit assigns a new array to
-    ``session.regions[j - 1].mask``; nothing is written during a drag. Pixel rules: `painter`.
+    ``session.regions[j - 1].mask``; nothing is written during a drag. Pixel rules: `pixels`.
     """
 
     active_region = Int(1, help="the region painted, 1-based")
