@@ -154,3 +154,48 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         samplers.sample(D, start_x(args["sigmas"].flatten()[:1]), args["sigmas"], args["sampler"], seed=args["seed"])
+
+
+def test_options_reach_the_rule_and_the_heun_solver_type_is_dpmpp_2m_sde_heun():
+    sigmas = sampler_sigmas(MODEL_SAMPLING, "dpmpp_2m_sde", "karras", 8)
+    x = start_x(sigmas)
+    heun = samplers.sample(D, x, sigmas, "dpmpp_2m_sde", seed=4, options={"solver_type": "heun"})
+    assert torch.equal(heun, samplers.sample(D, x, sigmas, "dpmpp_2m_sde_heun", seed=4))
+    assert not torch.equal(heun, samplers.sample(D, x, sigmas, "dpmpp_2m_sde", seed=4))
+    defaults = samplers.sample(D, x, sigmas, "euler_ancestral", seed=4, options={"eta": 1.0, "s_noise": 1.0})
+    assert torch.equal(defaults, samplers.sample(D, x, sigmas, "euler_ancestral", seed=4))
+    assert torch.equal(samplers.sample(D, x, sigmas, "euler_ancestral", seed=4, options={"eta": 0}),
+                       samplers.sample(D, x, sigmas, "euler", seed=4))
+    state = samplers.start("euler_ancestral", x, sigmas, seed=4, options={"s_noise": 0.5})
+    assert state.options == {"s_noise": 0.5} and samplers.step(D, state).options == {"s_noise": 0.5}
+
+
+@pytest.mark.parametrize("sampler, options, match", [
+    ("euler", {"eta": 0.5}, "euler has no option 'eta'; accepted: none"),
+    ("euler_ancestral", {"churn": 1.0}, "no option 'churn'; accepted: eta, s_noise"),
+    ("dpmpp_2m_sde", {"solver_type": "rk4"}, "options.solver_type: unknown value 'rk4'; accepted: midpoint, heun"),
+    ("euler_ancestral", {"eta": float("nan")}, "options.eta: expected a finite number"),
+    ("euler_ancestral", {"eta": True}, "options.eta: expected a finite number"),
+    ("lms", {"order": 2.5}, "options.order: expected an integer >= 1"),
+    ("lms", {"order": 0}, "options.order: expected an integer >= 1"),
+    ("euler", [("eta", 1.0)], "options: expected a mapping"),
+])
+def test_bad_options(sampler, options, match):
+    sigmas = torch.tensor([2.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=match):
+        samplers.start(sampler, start_x(sigmas), sigmas, options=options)
+
+
+@pytest.mark.parametrize("name", ["dpm_fast", "dpm_adaptive"])
+def test_own_grid_samplers_say_when_they_are_done(name):
+    sigmas = sampler_sigmas(MODEL_SAMPLING, name, "karras", 6)
+    state = samplers.start(name, start_x(sigmas), sigmas)
+    assert state.done is False and "done" not in state.memory
+    while not state.done:
+        state = samplers.step(D, state)
+        assert "done" not in state.memory
+    assert state.finished is True
+    assert samplers.start(name, start_x(sigmas), sigmas[:1]).done is True  # no step in the list
+    assert samplers.start(name, start_x(sigmas), sigmas[-3:-1]).done is False
+    # [s, 0]: dpm_adaptive's span ends where it starts (nothing to do); dpm_fast makes its 1 step
+    assert samplers.start(name, start_x(sigmas), sigmas[-2:]).done is (name == "dpm_adaptive")

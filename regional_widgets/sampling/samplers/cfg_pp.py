@@ -49,7 +49,7 @@ def euler_cfg_pp(model, x, sigmas, i, memory, noise):
     return euler_ancestral_cfg_pp(model, x, sigmas, i, memory, noise, eta=0.0, s_noise=0.0)
 
 
-@register("dpmpp_2s_ancestral_cfg_pp", noise="default", uncond=True, nfe="2 (1 on the step to sigma 0)")
+@register("dpmpp_2s_ancestral_cfg_pp", noise="default", uncond=True)
 def dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     """CFG++ DPM-Solver++(2S) to ``sigma_down``, then fresh noise ``sigma_up``.
 

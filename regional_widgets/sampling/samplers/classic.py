@@ -40,7 +40,7 @@ def euler_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     return StepOut(x + noise(sigma, sigma_next) * s_noise * sigma_up, denoised, memory)
 
 
-@register("heun", nfe="2 (1 on the step to sigma 0)")
+@register("heun")
 def heun(model, x, sigmas, i, memory, noise):
     """Heun's method (Karras et al. 2022, Algorithm 2, no churn); Euler on the step to sigma 0."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -62,7 +62,7 @@ def _midpoint_move(model, x, d, sigma, sigma_to):
     return x + d_2 * (sigma_to - sigma)
 
 
-@register("dpm_2", nfe="2 (1 on the step to sigma 0)")
+@register("dpm_2")
 def dpm_2(model, x, sigmas, i, memory, noise):
     """DPM-Solver-2 in sigma: the derivative at the log-midpoint; Euler on the step to sigma 0."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -73,7 +73,7 @@ def dpm_2(model, x, sigmas, i, memory, noise):
     return StepOut(_midpoint_move(model, x, d, sigma, sigma_next), denoised, memory)
 
 
-@register("dpm_2_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)", model_sampling=True)
+@register("dpm_2_ancestral", noise="default", model_sampling=True)
 def dpm_2_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     """DPM-Solver-2 to ``sigma_down``, then fresh noise; Euler (no noise) if ``sigma_down`` is 0.
 

@@ -2,13 +2,16 @@
 
 A sampler is a function that advances **one** step of a sigma slice:
 
-    step(model, x, sigmas, i, memory, noise) -> StepOut(x, denoised, memory[, sigma, sigma_next])
+    step(model, x, sigmas, i, memory, noise, **options) -> StepOut(x, denoised, memory[, sigma, sigma_next, done])
 
 ``model(x, sigma_batch) -> denoised`` follows the k-diffusion convention, ``memory`` is the small
 explicit state the sampler carries to its next step (multistep history, a precomputed grid; a
 fresh dict is returned, the old one is never mutated), and ``noise(sigma, sigma_next)`` draws the
 step's noise for stochastic samplers. The driver (`start`, `step`, `sample`) owns the loop, so a
-fused run and N single steps execute the very same code.
+fused run and N single steps execute the very same code. A run is over after ``len(sigmas) - 1``
+steps, unless the sampler steps on a grid of its own and says so itself (``StepOut.done``; its
+setup returns a `Start` with the initial ``done``). ``options`` are the keyword parameters of the
+sampler's rule (``eta``, ``s_noise``, ``solver_type``, ...), given to `start` (`check_options`).
 
 CFG++ samplers (``register(..., uncond=True)``) also need the raw unconditional prediction ``U`` of
 the same evaluation: they call `call_model_uncond(model, x, sigma) -> (D, U)`, which asks the
@@ -26,12 +29,15 @@ the end-of-call rescale (``inverse_noise_scaling``) uses.
 """
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable, Mapping, NamedTuple, Optional
 
 import torch
 
+from ..checks import check_int
 from ..model_sampling import as_model_sampling, sd15_model_sampling
 from ..noise import BrownianTreeNoiseSampler, DefaultNoiseSampler, check_seed, clone_noise_sampler
 
@@ -42,16 +48,22 @@ class StepOut(NamedTuple):
     memory: Mapping
     sigma: Optional[torch.Tensor] = None  # the step's endpoints when the sampler
     sigma_next: Optional[torch.Tensor] = None  # steps on a grid of its own
+    done: Optional[bool] = None  # a grid of its own: whether the run is over (None: after len(sigmas) - 1 steps)
+
+
+class Start(NamedTuple):
+    """What a setup returns when its sampler decides its own end: the memory and the initial ``done``."""
+
+    memory: Mapping
+    done: Optional[bool] = None
 
 
 @dataclass(frozen=True)
 class SamplerDef:
     name: str
     step: Callable
-    setup: Optional[Callable] = None  # (x, sigmas) -> initial memory
+    setup: Optional[Callable] = None  # (x, sigmas) -> initial memory (or a `Start`)
     noise: Optional[str] = None  # None | "default" (seeded generator) | "brownian" (SDE, CPU tree) | "brownian_gpu" (tree on x's device)
-    nfe: str = "1"
-    doc: str = ""
     inpaint_random: bool = False  # the inpainting layer re-noises the kept area with noise from seed + 1
     uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
     model_sampling: bool = False  # needs the model's sampling: setup(x, sigmas, model_sampling), else memory["const"]
@@ -71,24 +83,60 @@ class SamplerState:
     denoised: Optional[torch.Tensor] = None
     sigma: Optional[torch.Tensor] = None
     sigma_next: Optional[torch.Tensor] = None
+    finished: Optional[bool] = None  # the sampler's own word on the end (`StepOut.done`); None: the step count
+    options: Mapping = field(default_factory=dict)  # the rule's keyword parameters (`check_options`)
 
     @property
     def done(self) -> bool:
-        if "done" in self.memory:
-            return bool(self.memory["done"])
+        if self.finished is not None:
+            return self.finished
         return self.i >= len(self.sigmas) - 1
 
 
 SAMPLERS: dict[str, SamplerDef] = {}
 
 
-def register(name: str, *, setup=None, noise=None, nfe="1", inpaint_random=False, uncond=False,
+def register(name: str, *, setup=None, noise=None, inpaint_random=False, uncond=False,
              model_sampling=False, const_offset=False):
     def wrap(fn):
-        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, nfe, (fn.__doc__ or "").strip(), inpaint_random, uncond,
+        SAMPLERS[name] = SamplerDef(name, fn, setup, noise, inpaint_random, uncond,
                                     model_sampling or const_offset, const_offset)
         return fn
     return wrap
+
+
+OPTION_CHOICES = {"solver_type": ("midpoint", "heun")}  # the options that take a name
+
+
+def sampler_options(sampler: str) -> dict:
+    """The options of ``sampler``'s rule and their defaults (its keyword parameters after ``noise``)."""
+    params = list(inspect.signature(get_sampler(sampler).step).parameters.values())[6:]
+    return {p.name: p.default for p in params}
+
+
+def check_options(sampler: str, options) -> dict:
+    """``options`` for ``sampler`` as a plain dict, each checked against its default's kind: a name from
+    `OPTION_CHOICES`, an integer >= 1, or a finite number; else a ValueError naming what is accepted."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options: expected a mapping of option names to values, got {options!r}")
+    known = sampler_options(sampler)
+    checked = {}
+    for name, value in options.items():
+        if name not in known:
+            accepted = ", ".join(known) or "none"
+            raise ValueError(f"options: {sampler} has no option {name!r}; accepted: {accepted}")
+        default = known[name]
+        if name in OPTION_CHOICES:
+            if value not in OPTION_CHOICES[name]:
+                raise ValueError(f"options.{name}: unknown value {value!r}; accepted: {', '.join(OPTION_CHOICES[name])}")
+        elif isinstance(default, int):
+            value = check_int(value, f"options.{name}", 1)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"options.{name}: expected a finite number, got {value!r}")
+        checked[name] = value
+    return checked
 
 
 CONST_OFFSET_PERCENT = 1e-4
@@ -209,15 +257,17 @@ def _default_model_sampling():
 
 
 def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler=None,
-          model_sampling=None) -> SamplerState:
+          model_sampling=None, options=None) -> SamplerState:
     """The state before the first step of ``sampler`` over ``sigmas`` (x already at sigmas[0]).
 
     ``model_sampling``: the model's sampling, or a model that has one (or a bare sigma table), for
     the samplers whose rule depends on it (the CONST forms of spec §3.6; sa_solver's noise interval
     is in the model's ``percent_to_sigma``); None means SD1.5's discrete EPS sampling, the built-in
     model's. The state's ``sigmas`` are the sampler's working list (see `const_offset_sigmas`).
+    ``options``: the rule's keyword parameters to change (`sampler_options` names them; `check_options`).
     """
     spec = get_sampler(sampler)
+    options = check_options(sampler, options)
     sigmas = check_sigmas(sigmas)
     seed = check_seed(seed)
     if not torch.isfinite(x).all():
@@ -231,7 +281,8 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
         memory = spec.setup(x, sigmas, sampling) if spec.setup else {"const": sampling.is_const}
     else:
         memory = spec.setup(x, sigmas) if spec.setup else {}
-    return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler)
+    memory, finished = memory if isinstance(memory, Start) else (memory, None)
+    return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler, finished=finished, options=options)
 
 
 def step(model, state: SamplerState) -> SamplerState:
@@ -240,19 +291,21 @@ def step(model, state: SamplerState) -> SamplerState:
         raise ValueError(f"state: the {state.sampler} run over {len(state.sigmas)} sigmas is already done")
     spec = SAMPLERS[state.sampler]
     noise = clone_noise_sampler(state.noise_sampler)
-    out = spec.step(model, state.x, state.sigmas, state.i, state.memory, noise)
+    out = spec.step(model, state.x, state.sigmas, state.i, state.memory, noise, **state.options)
     sigma = state.sigmas[state.i] if out.sigma is None else out.sigma
     sigma_next = state.sigmas[state.i + 1] if out.sigma_next is None else out.sigma_next
     return replace(state, x=out.x, i=state.i + 1, memory=out.memory, noise_sampler=noise,
-                   denoised=out.denoised, sigma=sigma, sigma_next=sigma_next)
+                   denoised=out.denoised, sigma=sigma, sigma_next=sigma_next, finished=out.done)
 
 
-def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None, model_sampling=None):
+def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None, model_sampling=None,
+           options=None):
     """A fused run: a loop over `step`. ``x`` must already be noised to ``sigmas[0]``.
 
     ``callback`` receives ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after every step.
     """
-    state = start(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling)
+    state = start(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling,
+                  options=options)
     while not state.done:
         state = step(denoise, state)
         if callback is not None:

@@ -3,7 +3,8 @@
 As the reference calls them, both integrate from ``sigmas[0]`` to the slice's last positive
 sigma and ignore the sigmas in between. `setup` lays out the run (dpm_fast: a fixed grid;
 dpm_adaptive: a step-size controller) and each step does one step of it, so the driver's step
-count differs from ``len(sigmas) - 1`` and ``memory["done"]`` says when the run is over.
+count differs from ``len(sigmas) - 1`` and ``StepOut.done`` (at the start, `Start.done`) says when
+the run is over.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 
 import torch
 
-from .core import StepOut, call_model, register
+from .core import Start, StepOut, call_model, register
 from .dpmpp import sigma_fn, t_fn
 
 
@@ -61,16 +62,15 @@ def fast_setup(x, sigmas):
     """A grid uniform in t, ``n = len(sigmas) - 1`` evaluations in all: orders 3, ..., 3, 2, 1."""
     n = len(sigmas) - 1
     if n < 1:
-        return {"done": True}
+        return Start({}, done=True)
     t_start, t_end = time_span(sigmas)
     m = n // 3 + 1
     orders = [3] * (m - 2) + [2, 1] if n % 3 == 0 else [3] * (m - 1) + [n % 3]
     ts = torch.linspace(t_start, t_end, m + 1, device=x.device)
-    return {"ts": ts, "orders": tuple(orders), "done": False}
+    return Start({"ts": ts, "orders": tuple(orders)}, done=False)
 
 
-@register("dpm_fast", setup=fast_setup,
-          nfe="3, 2 or 1 per step of its own grid; len(sigmas) - 1 in all")
+@register("dpm_fast", setup=fast_setup)  # 3, 2 or 1 evaluations per step of its grid; len(sigmas) - 1 in all
 def dpm_fast(model, x, sigmas, i, memory, noise):
     """DPM-Solver-fast: step i of the grid, of order ``memory["orders"][i]``."""
     ts, orders = memory["ts"], memory["orders"]
@@ -83,8 +83,7 @@ def dpm_fast(model, x, sigmas, i, memory, noise):
         x = dpm_solver_2(model, x, t, t_next, eps)
     else:
         x, _ = dpm_solver_3(model, x, t, t_next, eps)
-    memory = {**memory, "done": i + 1 == len(orders)}
-    return StepOut(x, denoised, memory, sigma_fn(t), sigma_fn(t_next))
+    return StepOut(x, denoised, memory, sigma_fn(t), sigma_fn(t_next), done=i + 1 == len(orders))
 
 
 # k-diffusion's defaults; its PID controller with pcoeff = dcoeff = 0 is this integral controller.
@@ -93,10 +92,9 @@ ORDER, RTOL, ATOL, H_INIT, ACCEPT_SAFETY = 3, 0.05, 0.0078, 0.05, 0.81
 
 def adaptive_setup(x, sigmas):
     if len(sigmas) < 2:
-        return {"done": True}
+        return Start({}, done=True)
     t_start, t_end = time_span(sigmas)
-    return {"s": t_start, "t_end": t_end, "h": H_INIT, "x_prev": x,
-            "done": not t_start < t_end - 1e-5}
+    return Start({"s": t_start, "t_end": t_end, "h": H_INIT, "x_prev": x}, done=not t_start < t_end - 1e-5)
 
 
 def propose_step(h, error):
@@ -106,8 +104,7 @@ def propose_step(h, error):
     return factor >= ACCEPT_SAFETY, h * factor
 
 
-@register("dpm_adaptive", setup=adaptive_setup,
-          nfe="3 per attempted step (rejected ones too); the number of steps adapts")
+@register("dpm_adaptive", setup=adaptive_setup)  # 3 evaluations per attempted step; the step count adapts
 def dpm_adaptive(model, x, sigmas, i, memory, noise):
     """One attempted DPM-Solver-23 step from ``s`` to ``s + h``, kept if its error is small."""
     s, t_end, x_prev = memory["s"], memory["t_end"], memory["x_prev"]
@@ -120,6 +117,6 @@ def dpm_adaptive(model, x, sigmas, i, memory, noise):
     error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
     accept, h = propose_step(memory["h"], error)
     s_next = t if accept else s
-    memory = {"s": s_next, "t_end": t_end, "h": h, "x_prev": x_low if accept else x_prev,
-              "done": not s_next < t_end - 1e-5}
-    return StepOut(x_high if accept else x, denoised, memory, sigma_fn(s), sigma_fn(s_next))
+    memory = {"s": s_next, "t_end": t_end, "h": h, "x_prev": x_low if accept else x_prev}
+    return StepOut(x_high if accept else x, denoised, memory, sigma_fn(s), sigma_fn(s_next),
+                   done=not s_next < t_end - 1e-5)

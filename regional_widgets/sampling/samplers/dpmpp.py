@@ -44,7 +44,7 @@ def _dpmpp_2s_ancestral_rf(model, x, sigma, sigma_next, denoised, memory, noise,
     return StepOut(x, denoised, memory)
 
 
-@register("dpmpp_2s_ancestral", noise="default", nfe="2 (1 on the step to sigma 0)", model_sampling=True)
+@register("dpmpp_2s_ancestral", noise="default", model_sampling=True)
 def dpmpp_2s_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     """DPM-Solver++(2S) to ``sigma_down`` (Euler if it is 0), then fresh noise ``sigma_up``; on a
     flow (CONST) model its RF form."""

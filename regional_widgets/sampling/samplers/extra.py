@@ -8,7 +8,7 @@ from .classic import euler
 from .core import StepOut, call_model, register, to_d
 
 
-@register("heunpp2", nfe="1-3")
+@register("heunpp2")
 def heunpp2(model, x, sigmas, i, memory, noise):
     """Heun++ (sd-webui-samplers-scheduler): Euler, Heun or a three-point average of slopes.
 

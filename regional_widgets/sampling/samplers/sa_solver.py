@@ -110,8 +110,7 @@ def sa_solver(model, x, sigmas, i, memory, noise):
     return _sa_solver_step(model, x, sigmas, i, memory, noise, pece=False)
 
 
-@register("sa_solver_pece", setup=sa_solver_setup, noise="default", const_offset=True,
-          nfe="2 (1 on the first step)")
+@register("sa_solver_pece", setup=sa_solver_setup, noise="default", const_offset=True)
 def sa_solver_pece(model, x, sigmas, i, memory, noise):
     """SA-Solver PECE: the model is evaluated again at the corrected point before predicting."""
     return _sa_solver_step(model, x, sigmas, i, memory, noise, pece=True)

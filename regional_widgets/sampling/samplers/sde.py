@@ -105,9 +105,9 @@ def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solve
     return StepOut(x, denoised, {**memory, "old_denoised": denoised, "h_last": h})
 
 
-def dpmpp_2m_sde_heun(model, x, sigmas, i, memory, noise):
+def dpmpp_2m_sde_heun(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     """`dpmpp_2m_sde` with the Heun correction ``(expm1(-h_eta) / -h_eta + 1)`` for the history term."""
-    return dpmpp_2m_sde(model, x, sigmas, i, memory, noise, solver_type="heun")
+    return dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta, s_noise, solver_type="heun")
 
 
 def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
@@ -143,9 +143,8 @@ def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     return StepOut(x, denoised, {**memory, "denoised_1": denoised, "denoised_2": denoised_1, "h_1": h, "h_2": h_1})
 
 
-_TWO_NFE = "2 (1 on the step to sigma 0)"
 for _suffix, _tree in (("", "brownian"), ("_gpu", "brownian_gpu")):
-    register("dpmpp_sde" + _suffix, noise=_tree, nfe=_TWO_NFE, const_offset=True)(dpmpp_sde)
+    register("dpmpp_sde" + _suffix, noise=_tree, const_offset=True)(dpmpp_sde)
     register("dpmpp_2m_sde" + _suffix, noise=_tree, const_offset=True)(dpmpp_2m_sde)
     register("dpmpp_2m_sde_heun" + _suffix, noise=_tree, const_offset=True)(dpmpp_2m_sde_heun)
     register("dpmpp_3m_sde" + _suffix, noise=_tree, const_offset=True)(dpmpp_3m_sde)

@@ -23,7 +23,7 @@ def _renoise(z, g, n):
     return z * g.exp() + (g * 2).expm1().neg().sqrt() * n
 
 
-@register("seeds_2", noise="default", nfe="2 (1 on the step to sigma 0)", const_offset=True)
+@register("seeds_2", noise="default", const_offset=True)
 def seeds_2(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=0.5):
     """SEEDS-2: a stochastic move to ``lam_s + r h``, then the whole step with the stage's prediction."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -49,7 +49,7 @@ def seeds_2(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r=0.5):
     return StepOut(x + (z * sigma_next) * s_noise, denoised, memory)
 
 
-@register("seeds_3", noise="default", nfe="3 (1 on the step to sigma 0)", const_offset=True)
+@register("seeds_3", noise="default", const_offset=True)
 def seeds_3(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, r_1=1 / 3, r_2=2 / 3):
     """SEEDS-3: stages at ``r_1`` and ``r_2`` of the step in lam, third order in the ODE part."""
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
