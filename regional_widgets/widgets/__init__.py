@@ -1,6 +1,7 @@
 """ipywidgets views bound to a RegionalSamplerSession (one import per line; append yours)."""
 from .palette import BASE_COLOR, REGION_COLORS, region_color, region_hex
 from .mask_canvas import MaskCanvas
+from .mask_toolbar import MaskToolbar
 from .region_panel import RegionPanel
 from .controls import StepControls
 from .inspector import Inspector
@@ -14,6 +15,7 @@ __all__ = [
     "region_color",
     "region_hex",
     "MaskCanvas",
+    "MaskToolbar",
     "RegionPanel",
     "StepControls",
     "Inspector",

@@ -16,18 +16,17 @@ import numpy as np
 import torch
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
-from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 
 from ..io.masks import open_image, read_mask_png, write_mask_png
 from ..models.base import display_latent, preview_rgb
 from ..sampling import masks as mask_ops
+from .mask_toolbar import MaskToolbar
 from .painter import TOOLS, Painter
 from .pixels import brush_radius, outline_segments
 from .palette import region_color, region_hex
 
 _TOOL_KEYS = {"b": "brush", "e": "eraser", "r": "rectangle", "o": "ellipse", "p": "polygon", "f": "fill"}
-_TOOL_LABELS = [("Brush", "brush", "B"), ("Eraser", "eraser", "E"), ("Rect", "rectangle", "R"),
-                ("Ellipse", "ellipse", "O"), ("Polygon", "polygon", "P"), ("Fill", "fill", "F")]
 _DASH = [6, 4]
 
 
@@ -45,16 +44,18 @@ class MaskCanvas(widgets.VBox):
     """
 
     active_region = Int(1, help="the region painted, 1-based")
-    tool = Unicode("brush", help="one of " + ", ".join(TOOLS))
+    tool = Enum(TOOLS, "brush", help="the painting tool")
     brush_size = Int(4, help="brush diameter in image pixels")
     opacity = Float(0.5, help="overlay opacity of the masks")
     show_grown = Bool(True, help="draw the grown masks the sampler uses as dashed outlines")
     follow_latent = Bool(True, help="redraw the background from session.latent at every step")
+    can_undo = Bool(False, read_only=True, help="whether undo() has an edit to undo")
+    can_redo = Bool(False, read_only=True, help="whether redo() has an edit to redo")
 
     def __init__(self, session, *, scale=None, max_display=512, **kwargs):
         self.session = session
         self._fixed_scale, self._max_display = scale, int(max_display)
-        self._holding = self._writing = False
+        self._holding = self._writing = self._ready = False
         self._background_source = None
         self._outlines = {}  # region -> ((mask version, overlap_factor, wh swap), segments)
         self._cursor = None
@@ -65,7 +66,10 @@ class MaskCanvas(widgets.VBox):
         self.multicanvas.add_class("rw-mask-canvas")
         super().__init__(**kwargs)
         self.brush_size = self.painter.brush_size
-        self.children = [self._build_toolbar(shape), self.multicanvas]
+        self.toolbar = self._link_toolbar(MaskToolbar(max_brush_size=max(shape) // 2,
+                                                      n_regions=len(session.regions)))
+        self.children = [self.toolbar, self.multicanvas]
+        self._ready = True
         self._hook_events()
         self._watch_regions(session.regions)
         session.observe(self._on_regions, names="regions")
@@ -99,63 +103,26 @@ class MaskCanvas(widgets.VBox):
 
     # ---- toolbar ------------------------------------------------------------------------------
 
-    def _build_toolbar(self, shape):
-        self._tool_buttons = widgets.ToggleButtons(
-            options=[(label, value) for label, value, _ in _TOOL_LABELS],
-            tooltips=[f"{label} ({key})" for label, _, key in _TOOL_LABELS],
-            style={"button_width": "64px"})
-        self._size_slider = widgets.IntSlider(min=1, max=max(max(shape) // 2, 2), description="Size",
-                                              layout={"width": "220px"})
-        self._opacity_slider = widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="Opacity",
-                                                   layout={"width": "220px"})
-        self._grown_box = widgets.Checkbox(description="show grown", indent=False, layout={"width": "110px"})
-        for source, target in ((self._tool_buttons, "tool"), (self._size_slider, "brush_size"),
-                               (self._opacity_slider, "opacity"), (self._grown_box, "show_grown")):
-            widgets.link((self, target), (source, "value"))
-        buttons = []
-        for name, tip, action in (("Clear", "clear the region", self.clear_region),
-                                  ("Invert", "invert the region", self.invert_region),
-                                  ("Undo", "Ctrl-Z", self.undo), ("Redo", "Ctrl-Shift-Z / Ctrl-Y", self.redo)):
-            button = widgets.Button(description=name, tooltip=tip, layout={"width": "64px"})
+    def _link_toolbar(self, toolbar):
+        for name in ("tool", "brush_size", "opacity", "show_grown", "active_region"):
+            widgets.link((self, name), (toolbar, name))
+        for name in ("can_undo", "can_redo"):
+            widgets.dlink((self, name), (toolbar, name))
+        for button, action in ((toolbar.clear_button, self.clear_region), (toolbar.invert_button, self.invert_region),
+                               (toolbar.undo_button, self.undo), (toolbar.redo_button, self.redo)):
             button.on_click(lambda _, act=action: act())
-            buttons.append(button)
-        self._clear_button, self._invert_button, self._undo_button, self._redo_button = buttons
-        self._region_box = widgets.HBox()
-        self._build_region_buttons()
-        return widgets.VBox([
-            widgets.HBox([self._tool_buttons]),
-            widgets.HBox([self._region_box, *buttons, self._grown_box]),
-            widgets.HBox([self._size_slider, self._opacity_slider]),
-        ])
+        return toolbar
 
-    def _build_region_buttons(self):
-        self.region_buttons = []
-        for j in range(1, len(self.session.regions) + 1):
-            button = widgets.Button(description=str(j), tooltip=f"region {j} (key {j})" if j <= 9 else f"region {j}",
-                                    layout={"width": "36px"})
-            button.style.button_color = region_hex(j)
-            button.on_click(lambda _, j=j: setattr(self, "active_region", j))
-            self.region_buttons.append(button)
-        self._region_box.children = self.region_buttons
-        self._style_region_buttons()
-
-    def _style_region_buttons(self):
-        for j, button in enumerate(self.region_buttons, 1):
-            active = j == self.active_region
-            button.layout.border = "3px solid black" if active else "3px solid transparent"
-            button.style.font_weight = "bold" if active else "normal"
+    @property
+    def region_buttons(self) -> list:
+        """The toolbar's region buttons, one per region (1-based order)."""
+        return self.toolbar.region_buttons
 
     def _update_history_buttons(self):
-        self._undo_button.disabled = not self.painter.can_undo
-        self._redo_button.disabled = not self.painter.can_redo
+        self.set_trait("can_undo", self.painter.can_undo)
+        self.set_trait("can_redo", self.painter.can_redo)
 
     # ---- traits -------------------------------------------------------------------------------
-
-    @validate("tool")
-    def _valid_tool(self, proposal):
-        if proposal["value"] not in TOOLS:
-            raise TraitError(f"tool: unknown {proposal['value']!r}; accepted: {', '.join(TOOLS)}")
-        return proposal["value"]
 
     @validate("active_region")
     def _valid_region(self, proposal):
@@ -176,21 +143,20 @@ class MaskCanvas(widgets.VBox):
     def _on_tool_or_region(self, change):
         self._cancel_stroke()
         self.painter.tool, self.painter.active = self.tool, self.active_region
-        if change["name"] == "active_region" and hasattr(self, "region_buttons"):
-            self._style_region_buttons()
+        if change["name"] == "active_region" and self._ready:
             self._render(overlay=True, cursor=True)  # the active region is drawn on top
-        elif hasattr(self, "region_buttons"):
+        elif self._ready:
             self._render(cursor=True)
 
     @observe("brush_size")
     def _on_size(self, change):
         self.painter.brush_size = change["new"]
-        if hasattr(self, "region_buttons"):
+        if self._ready:
             self._render(cursor=True)
 
     @observe("opacity", "show_grown")
     def _on_look(self, change):
-        if hasattr(self, "region_buttons"):
+        if self._ready:
             self._render(overlay=True)
 
     # ---- session ------------------------------------------------------------------------------
@@ -222,7 +188,7 @@ class MaskCanvas(widgets.VBox):
 
     @observe("follow_latent")
     def _on_follow(self, change):
-        if change["new"] and self._background_source is None and hasattr(self, "region_buttons"):
+        if change["new"] and self._background_source is None and self._ready:
             self._render(background=True)
 
     def close(self):
@@ -249,8 +215,8 @@ class MaskCanvas(widgets.VBox):
         if shape != self._shape:
             self.scale, self._shape = self._scale_for(shape), shape
             self.multicanvas.width, self.multicanvas.height = self._display(shape[1]), self._display(shape[0])
-            self._size_slider.max = max(max(shape) // 2, 2)
-        self._build_region_buttons()
+            self.toolbar.max_brush_size = max(shape) // 2
+        self.toolbar.n_regions = len(self.session.regions)
         self._update_history_buttons()
         self.redraw()
 
@@ -455,7 +421,7 @@ class MaskCanvas(widgets.VBox):
     def _cancel_stroke(self):
         if self.painter.drawing:
             box = self.painter.cancel()
-            if box is not None and hasattr(self, "region_buttons"):
+            if box is not None and self._ready:
                 self._render(overlay=True)
 
     def _on_key(self, key, shift, ctrl, meta):
@@ -474,7 +440,8 @@ class MaskCanvas(widgets.VBox):
         elif key == "[":
             self.brush_size = max(1, min(self.brush_size - 1, int(self.brush_size / 1.25)))
         elif key == "]":
-            self.brush_size = min(self._size_slider.max, max(self.brush_size + 1, int(round(self.brush_size * 1.25))))
+            self.brush_size = min(self.toolbar.size_slider.max,
+                                  max(self.brush_size + 1, int(round(self.brush_size * 1.25))))
         elif key == "Enter":
             self._finish(self.painter.finish_polygon())
         elif key == "Escape":

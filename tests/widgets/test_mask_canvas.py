@@ -265,11 +265,11 @@ def test_clear_and_invert_buttons(session):
     canvas = MaskCanvas(session)
     canvas.tool = "rectangle"
     drag(canvas, [(0, 0), (9.5, 9.5)])
-    canvas._invert_button.click()
+    canvas.toolbar.invert_button.click()
     assert session.regions[0].mask.sum() == N * N - 100 and session.regions[0].mask[0, 0] == 0
-    canvas._clear_button.click()
+    canvas.toolbar.clear_button.click()
     assert not session.regions[0].mask.any()
-    canvas._undo_button.click()
+    canvas.toolbar.undo_button.click()
     assert session.regions[0].mask.sum() == N * N - 100
 
 
@@ -292,7 +292,7 @@ def test_undo_redo_restore_exact_arrays(session):
     for k in (2, 1, 0):
         canvas.undo()
         check(k)
-    assert canvas.undo() is None and canvas._undo_button.disabled
+    assert canvas.undo() is None and canvas.toolbar.undo_button.disabled
     for k in (1, 2, 3):
         canvas.redo()
         check(k)
@@ -337,7 +337,7 @@ def test_keyboard_shortcuts(session):
     key(canvas, "y", ctrl=True)
     np.testing.assert_array_equal(session.regions[1].mask, painted)
     key(canvas, "1")
-    assert canvas.active_region == 1 and canvas._size_slider.value == 7
+    assert canvas.active_region == 1 and canvas.toolbar.size_slider.value == 7
 
 
 # ---- import and export -----------------------------------------------------------------------------------
