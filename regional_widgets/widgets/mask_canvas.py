@@ -4,7 +4,8 @@ Three layers: 0 the background (the session's decoded latent, or an image you lo
 region's mask in its colour plus the grown masks as dashed outlines, 2 the brush cursor and shape
 previews. The masks live in a `Painter` (numpy); the canvas is a view that is redrawn from them
 and never read back. A drag draws only what each move changed; the release writes the active
-region's new mask into the session (which forks the run) and re-renders the overlay.
+region's new mask into the session (which forks the run) and re-renders the overlay. The toolbar is
+`MaskToolbar`, linked to the canvas's traits; what each layer shows is drawn by `mask_layers`.
 """
 from __future__ import annotations
 
@@ -15,19 +16,19 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 from ipycanvas import MultiCanvas, hold_canvas
-from PIL import Image
 from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 
-from ..io.masks import open_image, read_mask_png, write_mask_png
+from ..io.masks import read_mask_png, write_mask_png
 from ..models.base import display_latent, preview_rgb
 from ..sampling import masks as mask_ops
+from .mask_layers import (fit_rgb, grown_mask, overlay_rgba, put_rgba, read_rgb, stroke_cursor,
+                          stroke_outlines)
 from .mask_toolbar import MaskToolbar
 from .painter import TOOLS, Painter
-from .pixels import brush_radius, outline_segments
-from .palette import region_color, region_hex
+from .pixels import outline_segments
+from .palette import region_hex
 
 _TOOL_KEYS = {"b": "brush", "e": "eraser", "r": "rectangle", "o": "ellipse", "p": "polygon", "f": "fill"}
-_DASH = [6, 4]
 
 
 class MaskCanvas(widgets.VBox):
@@ -259,76 +260,45 @@ class MaskCanvas(widgets.VBox):
             if cursor:
                 self._draw_cursor()
 
-    def _put(self, layer, rgba, x0=0, y0=0, clear=False):
-        """Draw an RGBA image-resolution patch scaled to the display, pixels kept square."""
-        layer.save()
-        layer.image_smoothing_enabled = False
-        layer.scale(self.scale)
-        if clear:
-            layer.clear_rect(x0, y0, rgba.shape[1], rgba.shape[0])
-        layer.put_image_data(rgba, x0, y0)  # RGBA is sent as PNG (RGB would go as lossy JPEG)
-        layer.restore()
-
     def _draw_background(self):
         layer = self.multicanvas[0]
         layer.clear()
         rgb = self.background_rgb()
-        self._put(layer, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
+        put_rgba(layer, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), self.scale)
 
     def background_rgb(self) -> np.ndarray:
         """The background at image size, uint8 (H, W, 3): the session's picture as the model's cheap
         preview (`models.base.preview_rgb`: no VAE call on a diffusers model)."""
         shape = self.image_shape
         if self._background_source is not None:
-            return _fit_rgb(self._background_source, shape)
+            return fit_rgb(self._background_source, shape)
         model = self.session.model  # a flow model's leftover-noise latent shown as (1 - sigma) * latent
         image = preview_rgb(model, display_latent(model, self.session.latent, self.session.sigma_map))[0]
-        return _fit_rgb((image.numpy() * 255).round().astype(np.uint8), shape)
+        return fit_rgb((image.numpy() * 255).round().astype(np.uint8), shape)
 
     def overlay_rgba(self, box=None) -> np.ndarray:
         """The masks in their colours, composited in region order with the active region on top."""
         masks = self.painter.masks
         if not masks:
             return np.zeros((*self.image_shape, 4), np.uint8)
-        y0, y1, x0, x1 = box if box is not None else (0, masks[0].shape[0], 0, masks[0].shape[1])
-        premultiplied = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-        alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
-        order = [j for j in range(1, len(masks) + 1) if j != self.active_region] + [self.active_region]
-        for j in order:
-            a = masks[j - 1][y0:y1, x0:x1] * np.float32(self.opacity)
-            premultiplied *= (1 - a)[..., None]
-            premultiplied += a[..., None] * (np.asarray(region_color(j), np.float32) / 255)
-            alpha = a + alpha * (1 - a)
-        rgb = premultiplied / np.maximum(alpha, 1e-6)[..., None]
-        return (np.dstack([rgb, alpha]) * 255).round().astype(np.uint8)
+        box = box if box is not None else (0, masks[0].shape[0], 0, masks[0].shape[1])
+        return overlay_rgba(masks, self.active_region, self.opacity, box)
 
     def _draw_overlay(self, box=None):
         layer = self.multicanvas[1]
         if box is not None:
-            self._put(layer, self.overlay_rgba(box), box[2], box[0], clear=True)
+            put_rgba(layer, self.overlay_rgba(box), self.scale, box[2], box[0], clear=True)
             return
         layer.clear()
         if not self.painter.masks:
             return
-        self._put(layer, self.overlay_rgba())
+        put_rgba(layer, self.overlay_rgba(), self.scale)
         if self.show_grown:
-            layer.save()
-            layer.set_line_dash(_DASH)
-            layer.line_width = 2
-            for j in range(1, len(self.painter.masks) + 1):
-                segments = self.grown_outline(j)
-                if len(segments):
-                    layer.stroke_style = region_hex(j)
-                    layer.stroke_line_segments(segments * self.scale)
-            layer.restore()
+            stroke_outlines(layer, [self.grown_outline(j) for j in range(1, len(self.painter.masks) + 1)], self.scale)
 
     def grown_mask(self, region) -> np.ndarray:
         """The region's mask as the sampler grows it (`masks.grow`), at image size, boolean."""
-        mask = torch.from_numpy(self.painter.mask(region))
-        grown = mask_ops.grow(mask, self.session.overlap_factor, swap_quirk=self.session.quirks.mask_wh_swap)
-        if grown.shape != mask.shape:  # the faithful W/H swap: back to image size
-            grown = mask_ops.resize(grown, *mask.shape).round()
-        return grown.numpy() > 0.5
+        return grown_mask(self.painter.mask(region), self.session.overlap_factor, self.session.quirks.mask_wh_swap)
 
     def grown_outline(self, region) -> np.ndarray:
         """Segments ``(N, 2, 2)`` (image coordinates) of the grown mask's boundary, cached."""
@@ -341,31 +311,12 @@ class MaskCanvas(widgets.VBox):
         return cached[1]
 
     def _draw_cursor(self):
-        layer, s = self.multicanvas[2], self.scale
+        layer = self.multicanvas[2]
         layer.clear()
         preview = self.painter.preview()
-        if self._cursor is None and preview is None:
-            return
-        layer.line_width = 1.5
-        layer.stroke_style = "white" if self.tool == "eraser" else region_hex(self.active_region)
-        if preview is None and self.tool in ("brush", "eraser"):
-            x, y = self._cursor
-            layer.stroke_circle(x * s, y * s, brush_radius(self.brush_size) * s)
-        elif preview is None:
-            x, y = self._cursor
-            layer.stroke_line(x * s - 6, y * s, x * s + 6, y * s)
-            layer.stroke_line(x * s, y * s - 6, x * s, y * s + 6)
-        elif preview["kind"] == "rectangle":
-            layer.stroke_rect(*(v * s for v in preview["box"]))
-        elif preview["kind"] == "ellipse":
-            x, y, w, h = (v * s for v in preview["box"])
-            layer.begin_path()
-            layer.ellipse(x + w / 2, y + h / 2, w / 2, h / 2, 0, 0, 2 * math.pi)
-            layer.stroke()
-        else:
-            points = np.asarray(preview["points"] + [self._cursor or preview["last"]], np.float64) * s
-            if len(points) >= 2:
-                layer.stroke_lines(points)
+        if self._cursor is not None or preview is not None:
+            colour = "white" if self.tool == "eraser" else region_hex(self.active_region)
+            stroke_cursor(layer, self.scale, self._cursor, preview, self.tool, self.brush_size, colour)
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -520,28 +471,7 @@ class MaskCanvas(widgets.VBox):
         """Show an image (path, bytes, PIL image, array HxW / HxWx3 / HxWx4, [0, 1] floats or uint8)
         under the masks, resized (bilinear) to the image size; ``None`` returns to the session's
         decoded latent, which is otherwise redrawn at every step."""
-        self._background_source = None if source is None else _read_rgb(source)
+        self._background_source = None if source is None else read_rgb(source)
         self._render(background=True)
 
 
-# ---- image conversion ---------------------------------------------------------------------------
-
-def _read_rgb(source) -> np.ndarray:
-    image = open_image(source)
-    if image is not None:
-        return np.asarray(image.convert("RGB"))
-    array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"background: expected HxW, HxWx3 or HxWx4, got shape {array.shape}")
-    array = array[..., :3]
-    if array.dtype != np.uint8:
-        array = (np.clip(array.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def _fit_rgb(rgb, shape) -> np.ndarray:
-    if rgb.shape[:2] == tuple(shape):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.BILINEAR))
