@@ -84,7 +84,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     per-region detail ratios (models with exemplars) and effective-sigma maps."""
     import matplotlib.pyplot as plt
 
-    from .plot import _rgb, picture
+    from .plot import picture, rgb
 
     sessions = [a, b]
     strips = []
@@ -94,7 +94,7 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
         while not s.done:
             s.step()
             if s.denoised is not None and s.step_index % every == 0:
-                frames.append(_rgb(s.model, s.denoised))
+                frames.append(rgb(s.model, s.denoised))
         strips.append(frames)
     has_exemplars = hasattr(a.model.encode(""), "exemplars")
     ratios = [detail_ratios(s) if has_exemplars and s.regions else [] for s in sessions]
@@ -103,13 +103,13 @@ def compare(a, b, *, labels=("A", "B"), every: int = 4):
     for row, (s, frames, label, r) in enumerate(zip(sessions, strips, labels, ratios)):
         for ax in axes[row]:
             ax.axis("off")
-        axes[row][0].imshow(_rgb(s.model, picture(s, "result")))
+        axes[row][0].imshow(rgb(s.model, picture(s, "result")))
         text = ", ".join(f"{x:.2f}" for x in r)
         axes[row][0].set_title(f"{label}\ndetail {text}" if r else label, fontsize=7)
         axes[row][1].imshow(s.sigma_map, cmap="viridis")
         axes[row][1].set_title("effective σ (last step)", fontsize=6)
-        for k, rgb in enumerate(frames):
-            axes[row][2 + k].imshow(rgb)
+        for k, image in enumerate(frames):
+            axes[row][2 + k].imshow(image)
             axes[row][2 + k].set_title(f"x0 @ step {every * (k + 1)}", fontsize=6)
     fig.tight_layout()
     fig.detail_ratios = {label: r for label, r in zip(labels, ratios)}

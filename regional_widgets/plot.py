@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 
-def _rgb(model, latent: torch.Tensor, full: bool = False) -> np.ndarray:
-    """Batch item 0 as an ``[H, W, 3]`` array: the model's cheap preview (`models.base.preview_rgb`);
-    ``full``: its full decode (the VAE)."""
+def rgb(model, latent: torch.Tensor, full: bool = False) -> np.ndarray:
+    """Batch item 0 as an ``[H, W, 3]`` float array for ``imshow``: the model's cheap preview
+    (`models.base.preview_rgb`); ``full``: its full decode (the VAE)."""
     from .models.base import preview_rgb
 
     return preview_rgb(model, latent, full)[0].float().numpy()
@@ -166,21 +166,21 @@ def step_strip(session, every: int = 1):
     while not session.done:
         session.step()
         if session.denoised is not None and (session.step_index % every == 0 or session.done):
-            frames.append((session.step_index, session.sigma_next, _rgb(session.model, session.denoised)))
+            frames.append((session.step_index, session.sigma_next, rgb(session.model, session.denoised)))
     n = len(frames)
     cols = min(n, 10)
     rows = -(-n // cols) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for k, (step, sigma, rgb) in enumerate(frames):
+    for k, (step, sigma, image) in enumerate(frames):
         ax = axes[k // cols][k % cols]
-        ax.imshow(rgb)
+        ax.imshow(image)
         ax.set_title(f"{step}: σ→{sigma:.2f}" if sigma is not None else f"{step}", fontsize=6)
     last = axes[-1]
     last[0].imshow(mask_overlay([m.numpy() for m in session.masks]), interpolation="nearest")
     last[0].set_title("masks (latent)", fontsize=6)
-    last[1].imshow(_rgb(session.model, picture(session, "result")))
+    last[1].imshow(rgb(session.model, picture(session, "result")))
     last[1].set_title("result", fontsize=6)
     fig.suptitle(f"{session.node}: per-step x0 prediction", fontsize=8)
     fig.tight_layout()
@@ -200,10 +200,10 @@ PANELS = {
 
 def _panel_frame(session, panel: str) -> np.ndarray:
     if panel == "latent":
-        return _rgb(session.model, picture(session))
+        return rgb(session.model, picture(session))
     if panel == "x0":
         denoised = session.denoised if session.denoised is not None else session.latent
-        return _rgb(session.model, denoised)
+        return rgb(session.model, denoised)
     if panel == "sigma_map":
         return session.sigma_map.numpy().astype(np.float64)
     if panel == "times_map":

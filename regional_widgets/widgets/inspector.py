@@ -227,7 +227,7 @@ class Inspector(widgets.VBox):
             h, w = self.session.latent.shape[-2:]
             down = getattr(self.session.model, "downscale", 1)
             return np.zeros((h * down, w * down, 3))
-        return plot._rgb(self.session.model, latent, full=self.decode_with_vae)
+        return plot.rgb(self.session.model, latent, full=self.decode_with_vae)
 
     def _update_decoded(self, cursor):
         self._show("decoded", self._rgb(plot.picture(self.session)))  # flow: (1 - sigma) * latent

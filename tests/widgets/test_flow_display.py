@@ -68,8 +68,8 @@ def test_flow_figures_have_a_zero_to_one_sigma_axis(tmp_path):
 def test_inspector_and_canvas_show_the_picture_on_flow():
     s = session("flow")
     inspector = Inspector(s, backend="image")
-    assert np.allclose(inspector.images["decoded"], plot._rgb(s.model, plot.picture(s)))
-    assert not np.allclose(inspector.images["decoded"], plot._rgb(s.model, s.latent))
+    assert np.allclose(inspector.images["decoded"], plot.rgb(s.model, plot.picture(s)))
+    assert not np.allclose(inspector.images["decoded"], plot.rgb(s.model, s.latent))
     assert inspector._ims["sigma_map"].get_clim() == (0.0, 1.0)
     assert inspector.axes["schedule"].get_yscale() == "linear"
     canvas = MaskCanvas(s)
