@@ -219,7 +219,7 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
         if ctx.add_noise or ms.is_const:  # flow without noise: the state (1 - sigma) L, as the reference's call
             noise = ctx.noise.to(x.device, x.dtype) if ctx.add_noise else torch.zeros_like(x)
             x = ms.noise_scaling(sigma, noise, x, is_max_denoise(ctx.model.sigmas[-1], sigma))
-        extra = {"x": x, "parts": _start_parts(ctx, x), "outputs": ()}
+        extra = {"x": x, "parts": _start_parts(ctx, x), "outputs": (), "denoised": ()}
     x = extra["x"]
     calls = state.model_calls
     if op.kind == "base":
@@ -251,17 +251,24 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
             extra["parts"] = tuple(parts)
             out, denoised = stepped.x, stepped.denoised
         extra["outputs"] = extra["outputs"] + (out,)
+        extra["denoised"] = extra.get("denoised", ()) + (denoised,)  # each part's x0 prediction, for the blend
         return replace(state, cursor=state.cursor + 1, extra=extra, latent=ctx.to_latent(out, sigma_next),
                        model_calls=calls + cache.calls,
                        denoised=process_out(denoised, ctx.fmt), sigma=float(sigma),
                        sigma_next=float(sigma_next))
     # blend
     weights = ctx.weights_base_only if i < ctx.plan.base_only else ctx.weights
-    new_x = sum(w.to(x.device, x.dtype) * out for w, out in zip(weights, extra["outputs"]))
-    extra = dict(extra, x=new_x, outputs=(), first=None)
+    weights = [w.to(x.device, x.dtype) for w in weights]
+    new_x = sum(w * out for w, out in zip(weights, extra["outputs"]))
+    # the step's x0 prediction: the same partition-of-unity blend of the parts' predictions (a file
+    # saved mid-step before they were kept has fewer of them: the last part's prediction stays)
+    x0s = extra.get("denoised", ())
+    denoised = (process_out(sum(w * d for w, d in zip(weights, x0s)), ctx.fmt) if len(x0s) == len(weights)
+                else state.denoised)
+    extra = dict(extra, x=new_x, outputs=(), denoised=(), first=None)
     latent = ctx.to_latent(new_x, sigma_next)
     done = state.cursor + 1 == len(ops)
     level = torch.full(latent.shape[-2:], float(sigma_next))
-    return replace(state, cursor=state.cursor + 1, extra=extra, latent=latent, base_latent=latent,
+    return replace(state, cursor=state.cursor + 1, extra=extra, latent=latent, base_latent=latent, denoised=denoised,
                    result=latent if done else None, sigma=float(sigma), sigma_next=float(sigma_next),
                    sigma_map=level, base_sigma_map=level, times_map=sum(weights), model_calls=calls)

@@ -223,6 +223,16 @@ class RunContext:
             self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
         return self.schedules[key]
 
+    def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
+        """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
+        if mask is None:
+            return torch.ones(h, w)
+        cache = self.__dict__.setdefault("_resized", {})
+        key = (id(mask), h, w)
+        if key not in cache:
+            cache[key] = (mask, mask_ops.resize(mask, h, w))  # the mask kept alive: its id stays its own
+        return cache[key][1]
+
     def mask_for(self, op: Op) -> Optional[torch.Tensor]:
         if op.mask == "inv":
             return self.inv
@@ -325,16 +335,17 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
                                 ratio=ctx.additional_sigma_ratio, noise_mask=mask, noise=noise)
 
 
-def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False):
+def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False, m=None):
     """The noise level the mask algebra implies after one call (first-order, Euler-type updates).
 
     Inside the call's mask each pass contracts the noise by sigma_last / sigma_first of its slice;
     outside it the kept area is carried along the re-noise path only when the call adds noise.
     ``const``: a flow model; the map is in its sigmas (0..1), see `_flow_sigma_map_after`.
     """
+    if m is None:  # ``m``: the mask at latent resolution, when the caller has it
+        m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
     if const:
-        return _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy)
-    m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
+        return _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy, m)
     inside, outside = state_map, state_map
     for k, (_, res) in enumerate(passes):
         if res.sigmas is None:
@@ -354,13 +365,14 @@ def _ve(sigma):
     return torch.where(sigma < 1, sigma / (1 - sigma).clamp(min=1e-30), torch.full_like(sigma, float("inf")))
 
 
-def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool):
+def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, m=None):
     """`_sigma_map_after` for a flow model: the same algebra on the VE-equivalent levels of the latents
     the reference hands over (a flow Euler step contracts them by ve(s') / ve(s), exactly as an EPS
     step does sigmas), returned as flow sigmas ``t / (1 + t)``. A call from sigma 1 starts from its own
     noise alone (``noise_scaling(1, n, L) = n``): pure noise when it adds noise, and with zero noise (a
     region's first call) a state with no noise left at all."""
-    m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
+    if m is None:
+        m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
     held = _ve(state_map)
     inside, outside = held, held
     for k, (_, res) in enumerate(passes):
@@ -388,7 +400,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     if op.kind == "composite":
         mask = ctx.region_masks[op.region]
         base_latent = mask_ops.composite(state.base_latent, state.latent, mask)
-        m = mask_ops.resize(mask, *state.latent.shape[-2:])
+        m = ctx.at_latent(mask, *state.latent.shape[-2:])
         base_map = m * state.sigma_map + (1 - m) * state.base_sigma_map
         return replace(state, latent=base_latent, base_latent=base_latent, cursor=state.cursor + 1,
                        sigma_map=base_map, base_sigma_map=base_map, passes=())
@@ -405,7 +417,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     out = passes[-1][1]
     new_latent = out.output
     new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None,
-                                  is_const(ctx.model))
+                                  is_const(ctx.model), m=ctx.at_latent(mask, *latent.shape[-2:]))
     ran = [res for _, res in passes if res.sigmas is not None]
     calls = state.model_calls + sum(res.model_calls for _, res in passes)
     sigma = float(ran[0].sigmas[0]) if ran else None

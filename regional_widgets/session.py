@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, validate
+from traitlets.utils.bunch import Bunch
 
 from . import coherent, regional
 from .arena import Arena, Slot
@@ -517,15 +518,30 @@ class RegionalSamplerSession(HasTraits):
         group_index = bisect.bisect_right(self._starts, cursor) - 1 if cursor < len(self._ops) else self.num_steps
         values = dict(step_index=group_index, phase=self._ops[cursor - 1].phase if cursor else None,
                       sigma=state.sigma, sigma_next=state.sigma_next, latent=state.latent, denoised=state.denoised,
-                      masks=self._latent_masks(), status=status, progress=progress, done=cursor == len(self._ops),
+                      masks=self._latent_masks(), status=status, progress=float(progress), done=cursor == len(self._ops),
                       result=state.result, sigma_map=state.sigma_map, times_map=state.times_map)
-        with self.hold_trait_notifications():
-            for name, value in values.items():
-                # skip unchanged values cheaply; traitlets' own test would compare tensors elementwise
-                old = self._trait_values.get(name)
-                if old is value or (type(old) is type(value) and isinstance(value, _PLAIN) and old == value):
-                    continue
-                setattr(self, name, value)
+        # What hold_trait_notifications() does, once: assign every changed value, then notify. These
+        # are computed values of the declared types, so they are not validated again (traitlets
+        # validates each held value twice); unchanged values are skipped cheaply (traitlets' own test
+        # would compare tensors elementwise).
+        changes, stored = [], self._trait_values
+        for name, value in values.items():
+            old = stored[name] if name in stored else getattr(type(self), name).default_value
+            if old is value or (type(old) is type(value) and isinstance(value, _PLAIN) and old == value):
+                continue
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                silent = False  # bool() of an elementwise comparison raises: traitlets notifies
+            else:
+                try:
+                    silent = bool(old == value)
+                except Exception:  # noqa: BLE001 - as traitlets: a comparison that fails means "changed"
+                    silent = False
+            changes.append((name, old, value, silent))
+        for name, _, value, _ in changes:
+            stored[name] = value
+        for name, old, value, silent in changes:
+            if silent is not True:
+                self.notify_change(Bunch(name=name, old=old, new=value, owner=self, type="change"))
 
     def _next_state(self, state):
         cursor = state.cursor
@@ -885,6 +901,7 @@ def _plain_extra(extra: dict) -> dict:
     """Coherent-mode state as plain data (sampler states as dicts; noise samplers are rebuilt)."""
     parts = [None if p is None else {f: getattr(p, f) for f in _PART_FIELDS} for p in extra["parts"]]
     return {"x": extra["x"], "parts": parts, "outputs": list(extra["outputs"]),
+            "denoised": list(extra.get("denoised", ())),
             "first": None if extra.get("first") is None else list(extra["first"])}
 
 
@@ -901,7 +918,7 @@ def _live_extra(session, plain: dict) -> dict:
             parts.append(SamplerState(**stored, noise_sampler=new.noise_sampler if new is not None else None))
     first = plain.get("first")
     return {"x": plain["x"], "parts": tuple(parts), "outputs": tuple(plain["outputs"]),
-            "first": None if first is None else tuple(first)}
+            "denoised": tuple(plain.get("denoised", ())), "first": None if first is None else tuple(first)}
 
 
 class _Packed:

@@ -493,7 +493,7 @@ def check_extra(plain, latent_shape, parts: int, kinds: list) -> None:
     """Coherent mode's stored sampler states: the keys, counts and shapes the sub-step implies."""
     field = f"{INDEX}: extra"
     if not isinstance(plain, dict) or not {"x", "parts", "outputs"} <= set(plain) \
-            or set(plain) - {"x", "parts", "outputs", "first", "first_uncond"}:
+            or set(plain) - {"x", "parts", "outputs", "denoised", "first", "first_uncond"}:
         raise SessionFileError(f"{field}: expected x, parts, outputs (and first), got "
                                f"{sorted(plain) if isinstance(plain, dict) else type(plain).__name__}")
     since_blend = len(kinds) - (max(k for k, kind in enumerate(kinds) if kind == "blend") + 1 if "blend" in kinds
@@ -519,6 +519,11 @@ def check_extra(plain, latent_shape, parts: int, kinds: list) -> None:
         raise SessionFileError(f"{field}.outputs: expected {since_blend} outputs (part steps since the last blend)")
     for k, out in enumerate(outputs):
         tensor(f"outputs[{k}]", out)
+    x0s = plain.get("denoised", ())  # the parts' x0 predictions since the blend (absent in older files)
+    if not isinstance(x0s, (list, tuple)) or len(x0s) not in (0, since_blend):
+        raise SessionFileError(f"{field}.denoised: expected {since_blend} predictions (part steps since the last blend)")
+    for k, value in enumerate(x0s):
+        tensor(f"denoised[{k}]", value)
     first = plain.get("first")
     if since_blend == 0 and first is not None:
         raise SessionFileError(f"{field}.first: unexpected after a blend")

@@ -206,3 +206,39 @@ def test_regional_sampler_node_in_coherent_mode_runs_base_only_steps_first():
     assert float(s.masks[1].max()) == 1.0  # the region's weight is used once the base-only steps are over
     out = s.run()
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "dpm_fast"])
+def test_denoised_after_a_step_is_the_blend_of_the_parts_predictions(sampler):
+    # issue 16: the x0 shown after a step is sum_r w_r x0_r, the same partition of unity as the latent
+    s = session(sampler, 2)
+    for _ in range(3):
+        s.step()
+    parts = []
+    while s.substep()[0] != "blend":
+        parts.append(s.denoised.clone())
+    assert len(parts) == 3  # the base, then each region
+    by_hand = sum(w * d for w, d in zip(s.masks, parts))
+    assert torch.allclose(s.denoised, by_hand, atol=1e-5)
+    assert not torch.allclose(s.denoised, parts[-1], atol=1e-3)  # not the last region's prediction
+
+
+def test_denoised_blend_survives_save_and_load_mid_step(tmp_path):
+    s = session("dpmpp_2m", 2)
+    s.step()
+    s.substep()
+    s.substep()
+    s.save(tmp_path / "mid")
+    loaded = rw.RegionalSamplerSession.load(tmp_path / "mid", MODEL)
+    s.step()
+    loaded.step()
+    assert torch.equal(loaded.denoised, s.denoised) and torch.equal(loaded.latent, s.latent)
+
+
+def test_start_at_step_past_steps_is_a_parameter_error_in_coherent_mode():
+    with pytest.raises(rw.ParameterError, match="start_at_step"):
+        session("euler", 1, steps=4, start_at_step=4)
+    s = session("euler", 1, steps=4)
+    with pytest.raises(rw.ParameterError, match="start_at_step"):
+        s.start_at_step = 6
+    assert s.start_at_step == 0
