@@ -33,6 +33,7 @@ import torch
 from .models.spec import from_spec, spec_key, spec_of
 from .params import ParameterError
 from .regional import Quirks, SamplerConfig
+from .sampling.checks import is_int
 from .session import Region, RegionalSamplerSession
 
 __all__ = ["Sweep", "sweep", "METRICS", "REGION_KEYS"]
@@ -261,8 +262,7 @@ def check_grid(session, grid, regions, metrics) -> tuple:
     count = len(session.regions)
     if isinstance(regions, str) and regions == "all":
         regions = tuple(range(1, count + 1))
-    elif isinstance(regions, (list, tuple)) and all(isinstance(j, (int, np.integer)) and not isinstance(j, bool)
-                                                   and 1 <= j <= count for j in regions) and regions:
+    elif isinstance(regions, (list, tuple)) and all(is_int(j, 1, count) for j in regions) and regions:
         regions = tuple(sorted(set(int(j) for j in regions)))
     else:
         raise ParameterError(f"regions: expected 'all' or a list of region numbers in 1..{count}, got {regions!r}")
@@ -546,7 +546,7 @@ class Sweep:
     def open(self, i) -> RegionalSamplerSession:
         """Cell ``i`` (a row position) as a session run to the end: read from the store when it
         holds the cell, else built and run here."""
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -len(self) <= i < len(self):
+        if not is_int(i, -len(self), len(self) - 1):
             raise IndexError(f"cell: expected a row position in 0..{len(self) - 1}, got {i!r}")
         i = int(i) % len(self)
         model = self.session.model

@@ -43,8 +43,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..regional import SEED_2ND_MODES
-from ..sampling.noise import SEED_MAX, VARIATION_METHODS
+from ..sampling.checks import is_int
+from ..sampling.noise import SEED_2ND_MODES, SEED_MAX, VARIATION_METHODS
 from ..sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS
 from ..sampling.samplers import SAMPLER_NAMES
 from ..sampling.schedules import SCHEDULER_NAMES
@@ -420,7 +420,7 @@ def _id_order(node_id):
 def _check_id(node_id) -> str:
     """A node id as text: 1..MAX_NODE_ID printable characters (ComfyUI's are "12" or "5:3")."""
     text = node_id if isinstance(node_id, str) else str(node_id)
-    if isinstance(node_id, bool) or not isinstance(node_id, (str, int)) or not 0 < len(text) <= MAX_NODE_ID \
+    if not (isinstance(node_id, str) or is_int(node_id)) or not 0 < len(text) <= MAX_NODE_ID \
             or not text.isprintable():
         shown = repr(text[:MAX_NODE_ID]) + ("..." if len(text) > MAX_NODE_ID else "")
         raise ComfyWorkflowError(f"workflow: node id {shown}: expected 1..{MAX_NODE_ID} printable characters")
@@ -446,8 +446,8 @@ def _check_graph(graph) -> dict:
 
 
 def _is_link(value) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
-            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+    return (isinstance(value, list) and len(value) == 2 and (isinstance(value[0], str) or is_int(value[0]))
+            and is_int(value[1]))
 
 
 def _upstream(graph, top) -> list:
@@ -532,9 +532,11 @@ def _check_literal(where, name, value, spec: Literal) -> None:
             raise ComfyWorkflowError(f"{prefix}: unknown value {value!r}; accepted: {', '.join(spec.options)}")
         return
     else:
-        number = (int,) if spec.kind == "INT" else (int, float)
-        ok = isinstance(value, number) and not isinstance(value, bool) and spec.lo <= value <= spec.hi \
-            and not (spec.open_low and value <= spec.lo)
+        if spec.kind == "INT":
+            ok = is_int(value, spec.lo, spec.hi)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and spec.lo <= value <= spec.hi
+        ok = ok and not (spec.open_low and value <= spec.lo)
         if not ok:
             low = "(" if spec.open_low else "["
             raise ComfyWorkflowError(f"{prefix}: expected {'an integer' if spec.kind == 'INT' else 'a number'} in "

@@ -21,6 +21,7 @@ Errors (`comfy.ComfyWorkflowError`) name the node, input and link.
 """
 from __future__ import annotations
 
+from ..sampling.checks import is_int
 from .comfy import MAX_NODE_ID, SAVE_PREFIX, STRING, ComfyWorkflowError, Literal, NodeSchema, _id_order
 from .comfy import SCHEMAS as _SAMPLING_SCHEMAS
 
@@ -57,7 +58,7 @@ def _accepts(spec, value) -> bool:
 
 def _node_id(value, where) -> str:
     text = str(value)
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not 0 < len(text) <= MAX_NODE_ID \
+    if not (isinstance(value, str) or is_int(value)) or not 0 < len(text) <= MAX_NODE_ID \
             or not text.isprintable():
         raise ComfyWorkflowError(f"{where}: node id {text[:MAX_NODE_ID]!r}: expected 1..{MAX_NODE_ID} printable "
                                  "characters")
@@ -74,8 +75,8 @@ def _links(ui) -> dict:
         if isinstance(link, dict):
             link = [link.get("id"), link.get("origin_id"), link.get("origin_slot"), link.get("target_id"),
                     link.get("target_slot"), link.get("type")]
-        if not isinstance(link, list) or len(link) < 5 or isinstance(link[0], bool) \
-                or not isinstance(link[0], (int, str)) or isinstance(link[2], bool) or not isinstance(link[2], int):
+        if not isinstance(link, list) or len(link) < 5 or not (isinstance(link[0], str) or is_int(link[0])) \
+                or not is_int(link[2]):
             raise ComfyWorkflowError(f"workflow: a link {str(link)[:80]}: expected [id, from_node, from_slot, "
                                      "to_node, to_slot, type]")
         out[str(link[0])] = (_node_id(link[1], f"link {link[0]}"), link[2])

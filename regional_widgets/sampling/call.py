@@ -26,6 +26,7 @@ from .inpaint import masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
 from .samplers.core import GuidedDenoiser, denoise_with_uncond, final_sigma
+from .schedules import slice_steps
 
 
 # The SDE samplers Impact wraps with a tree over the total schedule (not the heun variants, §1.4).
@@ -42,20 +43,10 @@ class CallPlan:
 
 
 def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0) -> CallPlan:
-    total = total_sigmas.clone()
-    sigmas = total
-    if end < len(total) - 1:
-        sigmas = total[: end + 1]
-        if not leftover:
-            sigmas[-1] = 0  # a view: the reference zeroes the total schedule too (SDE bounds below)
+    sigmas, total = slice_steps(total_sigmas, start, end, force_full_denoise=not leftover)
     positive = total[total > 0]
     bounds = (positive.min(), total.max()) if len(positive) else None
-    if start >= len(sigmas) - 1:
-        return CallPlan(None, bounds)
-    sigmas = sigmas[start:] * sigma_ratio
-    if len(sigmas) == 0 or (len(sigmas) == 1 and float(sigmas[0]) == 0):
-        return CallPlan(None, bounds)
-    return CallPlan(sigmas, bounds)
+    return CallPlan(None if sigmas is None else sigmas * sigma_ratio, bounds)
 
 
 @dataclass

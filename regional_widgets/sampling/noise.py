@@ -3,7 +3,8 @@
 Three sources, one each:
 - `prepare_noise`: the initial latent noise, a CPU stream seeded from the node's seed;
 - `DefaultNoiseSampler`: ancestral/ddpm/lcm per-step noise, a generator seeded from the seed
-  afresh on every sampler call (so a 1-step call always draws the stream's first sample);
+  afresh on every sampler call (so a 1-step call always draws the stream's first sample); its
+  `StepNoise` kind is coherent mode's: a CPU stream per (seed, step), shared by every part;
 - `BrownianTreeNoiseSampler`: the SDE samplers' Brownian increments over [sigma_min, sigma_max].
 
 Noise samplers follow the k-diffusion convention ``noise_sampler(sigma, sigma_next) -> tensor``
@@ -73,27 +74,37 @@ def noise_scaling(sigma0, noise: torch.Tensor, latent: torch.Tensor, max_denoise
 
 
 class DefaultNoiseSampler:
-    """Per-step Gaussian noise from a generator seeded on construction (one draw per call)."""
+    """Per-step Gaussian noise from a generator seeded on construction (one draw per call).
 
-    def __init__(self, x: torch.Tensor, seed: int):
-        self.shape, self.dtype, self.device = tuple(x.shape), x.dtype, x.device
-        self.generator = _generator(check_seed(seed), device=x.device)
+    The generator lives on x's device, or with ``cpu=True`` on the CPU (each draw then moved to x's
+    device: the same bits on every device).
+    """
+
+    def __init__(self, x: torch.Tensor, seed: int, *, cpu: bool = False):
+        self.shape, self.dtype, self.device, self.cpu = tuple(x.shape), x.dtype, x.device, cpu
+        self.generator = _generator(check_seed(seed), device="cpu" if cpu else x.device)
 
     def __call__(self, sigma=None, sigma_next=None) -> torch.Tensor:
+        if self.cpu:
+            return torch.randn(self.shape, generator=self.generator, dtype=self.dtype).to(self.device)
         return torch.randn(self.shape, dtype=self.dtype, device=self.device, generator=self.generator)
 
     def clone(self) -> "DefaultNoiseSampler":
-        twin = object.__new__(DefaultNoiseSampler)
-        twin.shape, twin.dtype, twin.device = self.shape, self.dtype, self.device
-        twin.generator = torch.Generator(device=self.device)
+        twin = object.__new__(type(self))
+        twin.shape, twin.dtype, twin.device, twin.cpu = self.shape, self.dtype, self.device, self.cpu
+        twin.generator = torch.Generator(device=self.generator.device)
         twin.generator.set_state(self.generator.get_state())
         return twin
 
-    def get_state(self) -> torch.Tensor:
-        return self.generator.get_state()
 
-    def set_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
+STEP_STREAM = 0x9E3779B97F4A7C15  # mixes the step index into the run's seed
+
+
+class StepNoise(DefaultNoiseSampler):
+    """Fresh Gaussian draws for step i of a coherent run; every part at that step gets the same draws."""
+
+    def __init__(self, like: torch.Tensor, seed: int, i: int):
+        super().__init__(like, (seed * STEP_STREAM + i + 1) % 2**64, cpu=True)
 
 
 class BrownianTreeNoiseSampler:
@@ -152,6 +163,8 @@ def clone_noise_sampler(noise_sampler):
 
 
 VARIATION_METHODS = ("linear", "slerp")
+# RegionalSampler's seed_2nd_mode: how the seed of the steps after the base-only ones is made
+SEED_2ND_MODES = ("ignore", "fixed", "seed+seed_2nd", "seed-seed_2nd", "increment", "decrement", "randomize")
 
 
 def _slerp(strength: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

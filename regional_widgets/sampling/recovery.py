@@ -13,12 +13,12 @@ import torch
 
 from . import masks as mask_ops
 from .call import CallResult
+from .samplers.dpm_solver import ZeroSigmaError
 
 ADDITIONAL_MODES = ("DISABLE", "ratio additional", "ratio between")
 ADDITIONAL_SAMPLERS = ("AUTO", "euler", "heun", "heunpp2", "dpm_2", "dpm_fast", "dpmpp_2m", "ddpm")
 RECOVERY_SAMPLERS = ("uni_pc", "uni_pc_bh2", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde",
                      "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu")
-_ZERO_SIGMA_ERROR = "sigma_min and sigma_max must not be 0"
 
 
 def check_additional(mode, sampler, ratio) -> None:
@@ -66,17 +66,14 @@ def sample_with_recovery(
             result = run(sampler, latent, first_ratio * sigma_factor, noise)
             passes.append((sampler, result))
             out = result.output
-        except ValueError as err:
-            if _ZERO_SIGMA_ERROR not in str(err):
-                raise
+        except ZeroSigmaError:  # a slice with no positive sigma: the pass is a no-op
+            pass
     if ratio > 0:
         second = recovery_sampler(sampler, additional_sampler)
         restored = out if noise_mask is None else mask_ops.composite(latent, out, noise_mask)
         try:
             passes.append((second, run(second, restored, ratio * sigma_factor, None)))
-        except ValueError as err:
-            if _ZERO_SIGMA_ERROR not in str(err):
-                raise
+        except ZeroSigmaError:
             passes.append((second, CallResult(restored, restored, None)))
     if not passes:
         passes.append((sampler, CallResult(latent, latent, None)))

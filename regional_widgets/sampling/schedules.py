@@ -186,16 +186,22 @@ def ksampler_sigmas(model_sigmas, sampler: str, scheduler: str, steps: int, deno
     return sigmas[-(steps + 1):]
 
 
-def slice_sigmas(sigmas: torch.Tensor, start: int, end: int, force_full_denoise: bool):
-    """KSamplerAdvanced's step range: ``sigmas[start:end+1]``, the end forced to 0 if asked.
+def slice_steps(sigmas: torch.Tensor, start: int, end: int, force_full_denoise: bool) -> tuple:
+    """KSamplerAdvanced's step range, the one place it is cut: ``(sigmas[start:end+1] or None, total)``.
 
-    Returns None when ``start`` is past the schedule (the reference then returns its input).
+    The end is forced to 0 if asked; as in the reference that 0 is written into the total schedule
+    too (a copy of ``sigmas``, returned second: the SDE samplers span their Brownian tree over it).
+    The slice is None when ``start`` is past the schedule (the reference then returns its input).
     """
-    sigmas = sigmas.clone()
-    if end < len(sigmas) - 1:
-        sigmas = sigmas[: end + 1]
+    total = sigmas.clone()
+    cut = total
+    if end < len(total) - 1:
+        cut = total[: end + 1]
         if force_full_denoise:
-            sigmas[-1] = 0
-    if start < len(sigmas) - 1:
-        return sigmas[start:]
-    return None
+            cut[-1] = 0  # a view: total's entry at end is zeroed too
+    return (cut[start:] if start < len(cut) - 1 else None), total
+
+
+def slice_sigmas(sigmas: torch.Tensor, start: int, end: int, force_full_denoise: bool):
+    """KSamplerAdvanced's step range (`slice_steps` without the total schedule); None past its end."""
+    return slice_steps(sigmas, start, end, force_full_denoise)[0]

@@ -117,3 +117,16 @@ def test_touch_noise_slerp_matches_numpy():
 def test_touch_noise_rejects_unknown_method():
     with pytest.raises(ValueError, match="variation_method.*linear, slerp"):
         touch_noise(torch.zeros(1, 1, 2, 2), torch.ones(2, 2), 0, 0.5, "cubic")
+
+
+def test_step_noise_is_the_default_sampler_on_a_cpu_stream_per_step():
+    from regional_widgets.sampling.noise import STEP_STREAM, StepNoise
+
+    x = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    gen = torch.Generator().manual_seed((7 * STEP_STREAM + 2 + 1) % 2**64)
+    first, second = (torch.randn(x.shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    ns = StepNoise(x, 7, 2)
+    assert isinstance(ns, DefaultNoiseSampler) and torch.equal(ns(), first)
+    twin = ns.clone()
+    assert type(twin) is StepNoise and torch.equal(twin(), second) and torch.equal(ns(), second)
+    assert not torch.equal(StepNoise(x, 7, 3)(), first)

@@ -50,11 +50,16 @@ def dpm_solver_3(model, x, t, t_next, eps, r1=1 / 3, r2=2 / 3):
     return x_3, x_2
 
 
+class ZeroSigmaError(ValueError):
+    """The slice has no positive end point to integrate to (the reference's "sigma_min and sigma_max
+    must not be 0"); the recovery pass treats such a call as a no-op."""
+
+
 def time_span(sigmas):
     """``t`` at ``sigmas[0]`` and at the last positive sigma (the one before a final 0)."""
     sigma_min = sigmas[-1] if sigmas[-1] > 0 else sigmas[-2]
     if sigma_min <= 0 or sigmas[0] <= 0:
-        raise ValueError(f"sigmas: sigma_min and sigma_max must not be 0 (DPM-Solver needs positive end points, got {sigmas.tolist()})")
+        raise ZeroSigmaError(f"sigmas: sigma_min and sigma_max must not be 0 (DPM-Solver needs positive end points, got {sigmas.tolist()})")
     return t_fn(sigmas[0]), t_fn(sigma_min)
 
 
