@@ -198,6 +198,14 @@ def call_model_uncond(model, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     return denoise_with_uncond(model, x, sigma * x.new_ones([x.shape[0]]))
 
 
+def call_model_pair(model, x: torch.Tensor, sigma: torch.Tensor, cfg_pp: bool) -> tuple:
+    """``(D, U)`` for samplers with a CFG++ switch: `call_model_uncond` when on, else ``(D, D)``."""
+    if cfg_pp:
+        return call_model_uncond(model, x, sigma)
+    denoised = call_model(model, x, sigma)
+    return denoised, denoised
+
+
 def to_d(x, sigma, denoised):
     """The probability-flow ODE derivative dx/dsigma."""
     return (x - denoised) / sigma

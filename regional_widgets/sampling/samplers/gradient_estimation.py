@@ -7,15 +7,12 @@ The CFG++ variant takes ``d`` from the unconditional prediction and rebuilds x f
 """
 from __future__ import annotations
 
-from .core import StepOut, call_model, call_model_uncond, register
+from .core import StepOut, call_model_pair, register
 
 
 def gradient_estimation_step(model, x, sigmas, i, memory, noise, cfg_pp, ge_gamma=2.0):
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    if cfg_pp:
-        denoised, uncond = call_model_uncond(model, x, sigma)
-    else:
-        denoised = uncond = call_model(model, x, sigma)
+    denoised, uncond = call_model_pair(model, x, sigma, cfg_pp)
     d = (x - uncond) / sigma
     dt = sigma_next - sigma
     if sigma_next == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import StepOut, ancestral_step, call_model, call_model_uncond, register
+from .core import StepOut, ancestral_step, call_model_pair, register
 from .dpmpp import sigma_fn, t_fn
 
 
@@ -24,10 +24,7 @@ def phi2(z):
 
 def res_multistep_step(model, x, sigmas, i, memory, noise, eta, cfg_pp, s_noise=1.0):
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    if cfg_pp:
-        denoised, uncond = call_model_uncond(model, x, sigma)
-    else:
-        denoised = uncond = call_model(model, x, sigma)
+    denoised, uncond = call_model_pair(model, x, sigma, cfg_pp)
     sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
     old = memory.get("old")
     if sigma_down == 0 or old is None:

@@ -15,14 +15,7 @@ from __future__ import annotations
 import torch
 
 from .core import StepOut, ancestral_step, call_model, register
-
-
-def lam(sigma):
-    return sigma.log().neg()
-
-
-def sig(lam_):
-    return lam_.neg().exp()
+from .dpmpp import sigma_fn as sig, t_fn as lam  # the EPS half-log-SNR -log(sigma) and its inverse
 
 
 def lam_const(sigma):
@@ -81,18 +74,24 @@ def _sde_noise(x, noise, sigma, sigma_next, h, eta, s_noise):
     return x
 
 
-def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solver_type="midpoint"):
-    """DPM-Solver++(2M) SDE: history ``old_denoised``, ``h_last``; the step to 0 gives x = D."""
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    denoised = call_model(model, x, sigma)
-    if sigma_next == 0:
-        return StepOut(denoised, denoised, {**memory, "old_denoised": denoised, "h_last": memory.get("h_last")})
+def _multistep_sde_first_order(x, sigma, sigma_next, denoised, memory, eta):
+    """The first-order part of a DPM-Solver++(2M/3M) SDE step: ``(x, h, h_eta, alpha_t)``."""
     lam_fn = half_log_snr(memory)[0]
     lam_s, lam_t = lam_fn(sigma), lam_fn(sigma_next)
     h = lam_t - lam_s
     h_eta = h * (eta + 1)
     alpha_t = sigma_next * lam_t.exp()
     x = ((sigma_next / sigma) * (-h * eta).exp()) * x + (alpha_t * (-h_eta).expm1().neg()) * denoised
+    return x, h, h_eta, alpha_t
+
+
+def dpmpp_2m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0, solver_type="midpoint"):
+    """DPM-Solver++(2M) SDE: history ``old_denoised``, ``h_last``; the step to 0 gives x = D."""
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    denoised = call_model(model, x, sigma)
+    if sigma_next == 0:
+        return StepOut(denoised, denoised, {**memory, "old_denoised": denoised, "h_last": memory.get("h_last")})
+    x, h, h_eta, alpha_t = _multistep_sde_first_order(x, sigma, sigma_next, denoised, memory, eta)
     old_denoised = memory.get("old_denoised")
     if old_denoised is not None:
         r = memory["h_last"] / h
@@ -119,12 +118,7 @@ def dpmpp_3m_sde(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0):
     if sigma_next == 0:
         return StepOut(denoised, denoised, {**memory, "denoised_1": denoised, "denoised_2": denoised_1,
                                             "h_1": h_1, "h_2": h_1})
-    lam_fn = half_log_snr(memory)[0]
-    lam_s, lam_t = lam_fn(sigma), lam_fn(sigma_next)
-    h = lam_t - lam_s
-    h_eta = h * (eta + 1)
-    alpha_t = sigma_next * lam_t.exp()
-    x = ((sigma_next / sigma) * (-h * eta).exp()) * x + (alpha_t * (-h_eta).expm1().neg()) * denoised
+    x, h, h_eta, alpha_t = _multistep_sde_first_order(x, sigma, sigma_next, denoised, memory, eta)
     if h_2 is not None:
         r0, r1 = h_1 / h, h_2 / h
         d1_0 = (denoised - denoised_1) / r0
