@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..regional import Quirks, SamplerConfig
+from ..sampling.checks import is_int
 from ..sampling.samplers import SAMPLER_NAMES
 from .comfy import SAMPLER_NODES, SCHEMAS, Literal
 from .paths import FileSafetyError, inside, open_read, parse_json, read_bytes, write_atomic
@@ -192,10 +193,6 @@ def _fail(field, expected, value):
     raise SessionFileError(f"{INDEX}: {field}: expected {expected}, got {str(value)[:80]!r}")
 
 
-def _is_int(value, lo, hi) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
-
-
 def _is_number(value, lo=-math.inf, hi=math.inf) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
         and lo <= value <= hi
@@ -262,9 +259,9 @@ def check_doc(doc: dict, channels: int, model_sampling=None) -> None:
         _check_config(f"regions[{j}].config", region["config"])
     batch_index = doc["batch_index"]
     if batch_index is not None and (not isinstance(batch_index, list)
-                                    or not all(_is_int(b, 0, MAX_BATCH_INDEX - 1) for b in batch_index)):
+                                    or not all(is_int(b, 0, MAX_BATCH_INDEX - 1) for b in batch_index)):
         _fail("batch_index", f"null or a list of integers in 0..{MAX_BATCH_INDEX - 1}", batch_index)
-    if not _is_int(doc["latent_channels"], 1, 4096):
+    if not is_int(doc["latent_channels"], 1, 4096):
         _fail("latent_channels", "a positive integer", doc["latent_channels"])
     if doc["latent_channels"] != channels:
         raise SessionFileError(f"model: the session was saved with a {doc['latent_channels']}-channel model, "
@@ -274,14 +271,14 @@ def check_doc(doc: dict, channels: int, model_sampling=None) -> None:
     for name, value in quirks.items():
         if not isinstance(value, bool):
             _fail(f"quirks.{name}", "true or false", value)
-    if not _is_int(doc["cursor"], 0, 10**9):
+    if not is_int(doc["cursor"], 0, 10**9):
         _fail("cursor", "a non-negative integer", doc["cursor"])
     state = doc["state"]
     _check_keys("state", state, _STATE_KEYS)
     for name in ("sigma", "sigma_next"):
         if state[name] is not None and not _is_number(state[name], 0.0):
             _fail(f"state.{name}", "null or a finite number >= 0", state[name])
-    if not _is_int(state["model_calls"], 0, 2**53):
+    if not is_int(state["model_calls"], 0, 2**53):
         _fail("state.model_calls", "a non-negative integer", state["model_calls"])
     passes = state["passes"]
     if not isinstance(passes, list) or len(passes) > 3 or not all(p in SAMPLER_NAMES for p in passes):
@@ -339,8 +336,8 @@ def _check_header(where, header, channels) -> int:
                                    f"({', '.join(_ST_DTYPES)})")
         ok = isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"} \
             and isinstance(info["shape"], list) \
-            and all(_is_int(n, 0, 2**40) for n in info["shape"]) and isinstance(info["data_offsets"], list) \
-            and len(info["data_offsets"]) == 2 and all(_is_int(n, 0, 2**50) for n in info["data_offsets"])
+            and all(is_int(n, 0, 2**40) for n in info["shape"]) and isinstance(info["data_offsets"], list) \
+            and len(info["data_offsets"]) == 2 and all(is_int(n, 0, 2**50) for n in info["data_offsets"])
         if not ok:
             raise SessionFileError(f"{where}: {key}: a malformed header entry {str(info)[:80]}")
         entries[key] = (info["dtype"], tuple(info["shape"]), tuple(info["data_offsets"]))
@@ -510,7 +507,7 @@ def check_extra(plain, latent_shape, parts: int, kinds: list) -> None:
         if part is None:
             continue
         if not isinstance(part, dict) or not isinstance(part.get("sampler"), str) \
-                or part["sampler"] not in SAMPLER_NAMES or not _is_int(part.get("i"), 0, 10**5) \
+                or part["sampler"] not in SAMPLER_NAMES or not is_int(part.get("i"), 0, 10**5) \
                 or not isinstance(part.get("memory"), dict):
             raise SessionFileError(f"{field}.parts[{k}]: expected a sampler state (sampler, x, sigmas, i, memory, ...)")
         tensor(f"parts[{k}].x", part.get("x"))
