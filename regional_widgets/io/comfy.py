@@ -49,7 +49,7 @@ from ..sampling.recovery import ADDITIONAL_MODES, ADDITIONAL_SAMPLERS
 from ..sampling.samplers import SAMPLER_NAMES
 from ..sampling.schedules import SCHEDULER_NAMES
 from .masks import CHANNELS, MAX_PIXELS, read_mask_png, write_mask_png, written_by_us
-from .paths import NAME_MAX, FileSafetyError, inside, open_read, parse_json, read_bytes, write_atomic
+from .paths import NAME_MAX, FileSafetyError, FileTooLargeError, inside, open_read, parse_json, read_bytes, write_atomic
 
 SAMPLER_NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
 MAX_RESOLUTION = 16384  # ComfyUI's limit for EmptyLatentImage's width and height
@@ -276,6 +276,17 @@ def _workflow_is_ours(folder, name) -> bool:
 
 # ---- import -------------------------------------------------------------------------------------
 
+def read_file(path: Path, limit: int) -> bytes:
+    """A workflow file's bytes: too large or unreadable, a `ComfyWorkflowError`; an unsafe path, the
+    `FileSafetyError` as it is."""
+    try:
+        return read_bytes(path.parent, path.name, limit)
+    except FileTooLargeError as err:
+        raise ComfyWorkflowError(f"{path}: {err}") from None
+    except OSError as err:
+        raise ComfyWorkflowError(f"{path}: cannot be read ({err})") from None
+
+
 def read_workflow(path, mask_folder=None) -> dict:
     """`parse_workflow` of an API-format JSON file, with each region's ``mask`` loaded from its PNG
     (looked up inside ``mask_folder``, by default the JSON's folder; never through a symlink).
@@ -284,14 +295,7 @@ def read_workflow(path, mask_folder=None) -> dict:
     pixels are decoded); nothing is resized.
     """
     path = Path(path)
-    try:
-        raw = read_bytes(path.parent, path.name, MAX_WORKFLOW_BYTES)
-    except FileSafetyError as err:
-        if "over the limit" in str(err):
-            raise ComfyWorkflowError(f"{path}: {err}") from None
-        raise
-    except OSError as err:
-        raise ComfyWorkflowError(f"{path}: cannot be read ({err})") from None
+    raw = read_file(path, MAX_WORKFLOW_BYTES)
     try:
         graph = parse_json(raw)
     except (ValueError, RecursionError) as err:

@@ -34,15 +34,7 @@ def read_source(path=None, *, data: bytes = None, name: str = None, mask_folder=
     if path is not None:
         path = Path(path)
         name = str(path)
-        try:
-            limit = comfy_png.MAX_PNG_BYTES if path.suffix.lower() == ".png" else MAX_WORKFLOW_BYTES
-            data = read_bytes(path.parent, path.name, limit)
-        except FileSafetyError as err:
-            if "over the limit" in str(err):
-                raise ComfyWorkflowError(f"{path}: {err}") from None
-            raise
-        except OSError as err:
-            raise ComfyWorkflowError(f"{path}: cannot be read ({err})") from None
+        data = comfy.read_file(path, comfy_png.MAX_PNG_BYTES if path.suffix.lower() == ".png" else MAX_WORKFLOW_BYTES)
         folder = Path(mask_folder) if mask_folder is not None else path.parent
     else:
         if mask_folder is None:

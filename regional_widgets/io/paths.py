@@ -32,6 +32,11 @@ class FileSafetyError(ValueError):
     """A path `io` refuses to read or write: names the file and says why."""
 
 
+class FileTooLargeError(FileSafetyError):
+    """A file over the size its reader allows: a damaged or hostile file rather than an unsafe path
+    (the readers report it as their format's error)."""
+
+
 def _relative(name) -> PurePosixPath:
     text = os.fspath(name)
     rel = PurePosixPath(text.replace("\\", "/"))
@@ -86,7 +91,7 @@ def open_read(folder, name, limit: int):
         if not stat.S_ISREG(info.st_mode):
             raise FileSafetyError(f"{str(name)!r}: not a regular file")
         if info.st_size > limit:
-            raise FileSafetyError(f"{str(name)!r}: {info.st_size} bytes, over the limit of {limit} bytes")
+            raise FileTooLargeError(f"{str(name)!r}: {info.st_size} bytes, over the limit of {limit} bytes")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -99,7 +104,7 @@ def read_bytes(folder, name, limit: int) -> bytes:
     with open_read(folder, name, limit) as file:
         data = file.read(limit + 1)
     if len(data) > limit:  # grew since fstat
-        raise FileSafetyError(f"{str(name)!r}: over the limit of {limit} bytes")
+        raise FileTooLargeError(f"{str(name)!r}: over the limit of {limit} bytes")
     return data
 
 

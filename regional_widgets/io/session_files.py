@@ -33,7 +33,7 @@ from ..regional import Quirks, SamplerConfig
 from ..sampling.checks import is_int
 from ..sampling.samplers import SAMPLER_NAMES
 from .comfy import SAMPLER_NODES, SCHEMAS, Literal
-from .paths import FileSafetyError, inside, open_read, parse_json, read_bytes, write_atomic
+from .paths import FileSafetyError, FileTooLargeError, inside, open_read, parse_json, read_bytes, write_atomic
 
 FORMAT = "regional_widgets.session"
 VERSION = 2  # 2: session.json names its data files; 1 (fixed names) is still read
@@ -169,10 +169,8 @@ def read_session(path, *, channels: int, downscale: int, model_sampling=None):
         raw = read_bytes(folder, INDEX, MAX_JSON_BYTES)
     except FileNotFoundError:
         raise SessionFileError(f"{INDEX}: missing in {str(folder)!r}") from None
-    except FileSafetyError as err:
-        if "over the limit" in str(err):
-            raise SessionFileError(f"{INDEX}: {err}") from None
-        raise
+    except FileTooLargeError as err:
+        raise SessionFileError(f"{INDEX}: {err}") from None
     try:
         doc = parse_json(raw)
     except (ValueError, RecursionError) as err:
