@@ -1,6 +1,6 @@
 """Every sampler by the reference's name, written step-wise (see `core`)."""
-from .core import (SAMPLERS, SamplerDef, SamplerState, StepOut, ancestral_step, call_model,
-                   get_sampler, register, sample, start, step, to_d)
+from .core import (SAMPLERS, SamplerDef, SamplerState, Start, StepOut, ancestral_step, call_model, check_options,
+                   get_sampler, register, sample, sampler_options, start, step, to_d)
 from . import adams, classic, dpm_solver, dpmpp, extra, unipc  # noqa: F401  (register samplers)
 from . import sde  # noqa: F401  (the stochastic DPM-Solver++ family and its _gpu twins)
 from . import er_sde  # noqa: F401
@@ -23,5 +23,6 @@ _ORDER = (
 )
 SAMPLER_NAMES = tuple(n for n in _ORDER if n in SAMPLERS) + tuple(n for n in SAMPLERS if n not in _ORDER)
 
-__all__ = ["SAMPLERS", "SAMPLER_NAMES", "SamplerDef", "SamplerState", "StepOut", "ancestral_step",
-           "call_model", "get_sampler", "register", "sample", "start", "step", "to_d"]
+__all__ = ["SAMPLERS", "SAMPLER_NAMES", "SamplerDef", "SamplerState", "Start", "StepOut", "ancestral_step",
+           "call_model", "check_options", "get_sampler", "register", "sample", "sampler_options", "start", "step",
+           "to_d"]
