@@ -46,4 +46,3 @@ LATENT_FORMATS = {
     "SD3": LatentFormat("SD3", 1.5305, 0.0609, 16),
     "Flux": LatentFormat("Flux", 0.3611, 0.1159, 16),
 }
-IDENTITY = LatentFormat("identity", 1.0, 0.0, 0)  # the built-in model's latents are model space
