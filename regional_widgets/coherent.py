@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .models.base import batched_cfg, latent_format, process_in, process_out
-from .regional import Op, RunState
+from .models.base import PromptCache, batched_cfg, latent_format, process_in, process_out
+from .regional import NodeParams, Op, RunState, make_noise
 from .sampling import masks as mask_ops
 from .sampling.call import check_flow_sigmas
 from .sampling.latent_formats import LatentFormat
@@ -83,8 +83,22 @@ class CoherentPlan:
     base_only: int  # leading steps in which only the base moves (RegionalSampler's base_only_steps)
 
 
+@dataclass(frozen=True)
+class CoherentState:
+    """Coherent mode's state between sub-steps (`RunState.extra`): the composite ``x_i`` in model
+    space, each part's sampler state (None: a sampler started afresh every step), and since the last
+    blend each part's output and x0 prediction, and the step's batched first evaluations."""
+
+    x: torch.Tensor
+    parts: tuple
+    outputs: tuple = ()
+    denoised: tuple = ()
+    first: Optional[tuple] = None
+
+
 def plan_coherent(session) -> tuple[list, CoherentPlan]:
-    """The sub-steps of a coherent run: per step, each part's step, then the blend."""
+    """The sub-steps of a coherent run: per step, each part's step, then the blend. ``session``: a
+    `NodeParams` (or anything with its names)."""
     base = session.base
     if session.node == "RegionalSamplerAdvanced":
         total = sampler_sigmas(session.model, base.sampler, base.scheduler, session.steps)
@@ -102,11 +116,12 @@ def plan_coherent(session) -> tuple[list, CoherentPlan]:
     ops = []
     for i in range(n):
         text = f"{i + 1}/{n} steps (coherent)"
-        ops.append(Op("base", i, i, 0, i, i + 1, status=text, progress=(i * (R + 1) + 1) / (n * (R + 1))))
+        ops.append(Op(kind="base", group=i, i=i, start=i, end=i + 1, status=text,
+                      progress=(i * (R + 1) + 1) / (n * (R + 1))))
         for j in range(1, R + 1):
-            ops.append(Op("region", i, i, j, i, i + 1, status=f"{text} | {j}/{R}",
+            ops.append(Op(kind="region", group=i, i=i, region=j, start=i, end=i + 1, status=f"{text} | {j}/{R}",
                           progress=(i * (R + 1) + j + 1) / (n * (R + 1))))
-        ops.append(Op("blend", i, i, 0, i, i + 1, status=f"{text} | blend", progress=(i + 1) / n))
+        ops.append(Op(kind="blend", group=i, i=i, start=i, end=i + 1, status=f"{text} | blend", progress=(i + 1) / n))
     return ops, CoherentPlan(sigmas, base_only)
 
 
@@ -141,14 +156,14 @@ class CoherentContext:
         return process_out(x, self.fmt)
 
 
-def build_coherent_context(session, cond_cache, plan: CoherentPlan, noise: torch.Tensor, seed: int, add_noise: bool):
+def build_coherent_context(session, prompts: Optional[PromptCache], plan: CoherentPlan, noise: torch.Tensor, seed: int,
+                           add_noise: bool):
     model = session.model
     configs = [session.base] + [r.config for r in session.regions]
+    prompts = PromptCache() if prompts is None else prompts
 
     def encode(prompt):
-        if prompt not in cond_cache:
-            cond_cache[prompt] = model.encode(prompt)
-        return cond_cache[prompt]
+        return prompts.get(prompt, lambda: model.encode(prompt))
 
     conds = [(encode(c.positive), encode(c.negative), c.cfg) for c in configs]
     hw = session.latent_image.shape[-2:]
@@ -212,26 +227,27 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
     op = ops[state.cursor]
     i, sigmas = op.i, ctx.plan.sigmas
     sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    extra = dict(state.extra or {})
+    extra = state.extra
     if i == 0 and op.kind == "base":
         x = process_in(state.latent, ctx.fmt)
         ms = ctx.model_sampling
         if ctx.add_noise or ms.is_const:  # flow without noise: the state (1 - sigma) L, as the reference's call
             noise = ctx.noise.to(x.device, x.dtype) if ctx.add_noise else torch.zeros_like(x)
             x = ms.noise_scaling(sigma, noise, x, is_max_denoise(ctx.model.sigmas[-1], sigma))
-        extra = {"x": x, "parts": _start_parts(ctx, x), "outputs": (), "denoised": ()}
-    x = extra["x"]
+        extra = CoherentState(x, _start_parts(ctx, x))
+    x = extra.x
     calls = state.model_calls
     if op.kind == "base":
         # every part's first evaluation at (x_i, sigma_i) in one batched call
         # as (D, U) pairs: CFG++ parts also keep their unconditional prediction (no cfg-1 skip)
         flags = [get_sampler(c.sampler).uncond for c in ctx.configs]
-        extra["first"] = tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds, uncond=flags))
+        extra = replace(extra, first=tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds,
+                                                       uncond=flags)))
         calls += 1
     if op.kind in ("base", "region"):
         part = op.region
         config = ctx.configs[part]
-        first = extra["first"][part]
+        first = extra.first[part]
         first, first_uncond = (first, None) if isinstance(first, torch.Tensor) else first  # older files: D only
         cache = _FirstEvalCache(ctx, part, x, sigma * x.new_ones([len(x)]), first, first_uncond)
         if config.sampler in OWN_GRID_SAMPLERS:
@@ -242,16 +258,16 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
             out = first if float(sigma_next) == 0 else stepped.x
             denoised = first if stepped.denoised is None else stepped.denoised
         else:
-            previous = replace(extra["parts"][part], x=x)
+            previous = replace(extra.parts[part], x=x)
             if get_sampler(config.sampler).noise == "default":
                 previous = replace(previous, noise_sampler=StepNoise(x, ctx.seed, i))
             stepped = step_sampler(cache, previous)
-            parts = list(extra["parts"])
+            parts = list(extra.parts)
             parts[part] = stepped
-            extra["parts"] = tuple(parts)
+            extra = replace(extra, parts=tuple(parts))
             out, denoised = stepped.x, stepped.denoised
-        extra["outputs"] = extra["outputs"] + (out,)
-        extra["denoised"] = extra.get("denoised", ()) + (denoised,)  # each part's x0 prediction, for the blend
+        # each part's output and x0 prediction, for the blend
+        extra = replace(extra, outputs=extra.outputs + (out,), denoised=extra.denoised + (denoised,))
         return replace(state, cursor=state.cursor + 1, extra=extra, latent=ctx.to_latent(out, sigma_next),
                        model_calls=calls + cache.calls,
                        denoised=process_out(denoised, ctx.fmt), sigma=float(sigma),
@@ -259,16 +275,80 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
     # blend
     weights = ctx.weights_base_only if i < ctx.plan.base_only else ctx.weights
     weights = [w.to(x.device, x.dtype) for w in weights]
-    new_x = sum(w * out for w, out in zip(weights, extra["outputs"]))
+    new_x = sum(w * out for w, out in zip(weights, extra.outputs))
     # the step's x0 prediction: the same partition-of-unity blend of the parts' predictions (a file
     # saved mid-step before they were kept has fewer of them: the last part's prediction stays)
-    x0s = extra.get("denoised", ())
+    x0s = extra.denoised
     denoised = (process_out(sum(w * d for w, d in zip(weights, x0s)), ctx.fmt) if len(x0s) == len(weights)
                 else state.denoised)
-    extra = dict(extra, x=new_x, outputs=(), denoised=(), first=None)
+    extra = CoherentState(new_x, extra.parts)
     latent = ctx.to_latent(new_x, sigma_next)
     done = state.cursor + 1 == len(ops)
     level = torch.full(latent.shape[-2:], float(sigma_next))
     return replace(state, cursor=state.cursor + 1, extra=extra, latent=latent, base_latent=latent, denoised=denoised,
                    result=latent if done else None, sigma=float(sigma), sigma_next=float(sigma_next),
                    sigma_map=level, base_sigma_map=level, times_map=sum(weights), model_calls=calls)
+
+
+_PART_FIELDS = ("sampler", "x", "sigmas", "i", "memory", "denoised", "sigma", "sigma_next")
+
+
+def grid(params: NodeParams) -> torch.Tensor:
+    """The one sigma grid every part of a coherent run steps on (the base schedule, sliced)."""
+    return plan_coherent(params)[1].sigmas
+
+
+class CoherentEngine:
+    """Coherent mode behind the engine interface of `regional.FaithfulEngine`."""
+
+    name = "coherent"
+    replans_on = frozenset({"base"})  # the one sigma grid comes from the base sampler: a new run
+
+    def plan(self, p: NodeParams) -> list:
+        return plan_coherent(p)[0]
+
+    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None) -> CoherentContext:
+        add = p.add_noise if p.node == "RegionalSamplerAdvanced" else True
+        noise = make_noise(p.latent_image, p.initial_seed, p.batch_index, p.regions, zero_edges=False)
+        return build_coherent_context(p, prompts, plan_coherent(p)[1], noise, p.initial_seed, add)
+
+    @staticmethod
+    def execute(ctx: CoherentContext, ops: list, state: RunState) -> RunState:
+        return execute_coherent(ctx, ops, state)
+
+    @staticmethod
+    def latent_masks(ctx: CoherentContext, h: int, w: int) -> list:
+        return ctx.weights  # the blend weights
+
+    def note(self, p: NodeParams) -> str:
+        ignored = [f"region {j} ({r.config.scheduler})" for j, r in enumerate(p.regions, 1)
+                   if r.config.scheduler != p.base.scheduler]
+        note = f"coherent mode: one sigma grid from the base scheduler ({p.base.scheduler})"
+        if ignored:
+            note += "; ignored schedulers: " + ", ".join(ignored)
+        return note + "; no recovery pass or re-noising is needed"
+
+    @staticmethod
+    def plain_state(state: Optional[CoherentState]) -> Optional[dict]:
+        """The state as plain data for a session file (sampler states as dicts; noise samplers are rebuilt)."""
+        if state is None:
+            return None
+        parts = [None if p is None else {f: getattr(p, f) for f in _PART_FIELDS} for p in state.parts]
+        return {"x": state.x, "parts": parts, "outputs": list(state.outputs), "denoised": list(state.denoised),
+                "first": None if state.first is None else list(state.first)}
+
+    @staticmethod
+    def live_state(ctx: CoherentContext, plain: dict) -> CoherentState:
+        """The inverse of `plain_state`: sampler states with their noise samplers rebuilt."""
+        from .sampling.samplers import SamplerState
+
+        fresh = _start_parts(ctx, plain["x"])
+        parts = tuple(None if stored is None else
+                      SamplerState(**stored, noise_sampler=new.noise_sampler if new is not None else None)
+                      for stored, new in zip(plain["parts"], fresh))
+        first = plain.get("first")
+        return CoherentState(plain["x"], parts, tuple(plain["outputs"]), tuple(plain.get("denoised", ())),
+                             None if first is None else tuple(first))
+
+
+COHERENT_ENGINE = CoherentEngine()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import coherent
 from .models.base import cfg_denoiser, latent_format, process_in
+from .regional import schedule_steps
 from .sampling import masks as mask_ops
 from .sampling.model_sampling import as_model_sampling
 from .sampling.noise import is_max_denoise, prepare_noise
@@ -49,11 +51,10 @@ def plain_error(model, session, region: int, seed=None) -> float:
     """The error of the same sampler run plainly over the whole image with the region's prompt,
     on the sigma grid the region ran on (its own schedule; the base grid in coherent mode)."""
     config = session.regions[region - 1].config
-    steps = session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
     if session.mode == "coherent":
-        sigmas = session._context().plan.sigmas  # the grid the region really ran on
+        sigmas = coherent.grid(session.node_params())  # the grid the region really ran on
     else:
-        sigmas = sampler_sigmas(model, config.sampler, config.scheduler, steps)
+        sigmas = sampler_sigmas(model, config.sampler, config.scheduler, schedule_steps(session))
     seed = (session.noise_seed if session.node == "RegionalSamplerAdvanced" else session.seed) if seed is None else seed
     fmt = latent_format(model)
     latent = process_in(session.latent_image, fmt)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .regional import schedule_steps  # the one "steps for this node" rule (rw.plot.schedule_steps too)
+
 
 def rgb(model, latent: torch.Tensor, full: bool = False) -> np.ndarray:
     """Batch item 0 as an ``[H, W, 3]`` float array for ``imshow``: the model's cheap preview
@@ -55,11 +57,6 @@ def sigma_range(session, data) -> tuple:
     """Colour limits of a sigma map: 0..1 on a flow model, 0..max otherwise."""
     top = float(np.max(data)) if np.size(data) else 0.0
     return (0.0, 1.0) if _is_flow(session) else (0.0, max(top, 1e-6))
-
-
-def schedule_steps(session) -> int:
-    """The length of the schedule the node's calls index into (RegionalSampler stretches it by 1/denoise)."""
-    return session.steps if session.node == "RegionalSamplerAdvanced" else int(session.steps / session.denoise)
 
 
 def schedules(session) -> list:

@@ -9,11 +9,11 @@ Faithful quirks of the reference are named where they happen (search for "quirk"
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 
-from .models.base import cfg_denoiser, latent_format, process_in, process_out
+from .models.base import PromptCache, cfg_denoiser, latent_format, process_in, process_out
 from .sampling import masks as mask_ops
 from .sampling.call import sampler_call
 from .sampling.latent_formats import LatentFormat
@@ -73,17 +73,81 @@ class Quirks:
 
 
 FAITHFUL = Quirks()
+ADVANCED = "RegionalSamplerAdvanced"
+
+
+@dataclass(frozen=True)
+class RegionParams:
+    """A region as the engines read it: its mask (the session's read-only array) and its settings."""
+
+    mask: Any  # a read-only float32 array at image resolution
+    config: SamplerConfig
+    variation_seed: int = 0
+    variation_strength: float = 0.0
+    variation_method: str = "linear"
+
+    @property
+    def mask_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.mask.copy())
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Everything an engine reads, frozen: the model, the input latent, the node and its parameters
+    (the spec's names), the regions. A session makes one per run (`RegionalSamplerSession.node_params`)."""
+
+    model: Any
+    latent_image: torch.Tensor
+    base: SamplerConfig
+    regions: tuple = ()  # RegionParams
+    node: str = ADVANCED
+    batch_index: Optional[list] = None
+    add_noise: bool = True
+    noise_seed: int = 0
+    steps: int = 20
+    start_at_step: int = 0
+    end_at_step: int = 10000
+    return_with_leftover_noise: bool = False
+    seed: int = 0
+    seed_2nd: int = 0
+    seed_2nd_mode: str = "ignore"
+    base_only_steps: int = 2
+    denoise: float = 1.0
+    overlap_factor: int = 10
+    restore_latent: bool = True
+    additional_mode: str = "ratio between"
+    additional_sampler: str = "AUTO"
+    additional_sigma_ratio: float = 0.3
+    quirks: Quirks = FAITHFUL
+
+    @property
+    def initial_seed(self) -> int:
+        """The seed of the run's first noise (``noise_seed`` or, for RegionalSampler, ``seed``)."""
+        return self.noise_seed if self.node == ADVANCED else self.seed
+
+
+def schedule_steps(params) -> int:
+    """The length of the schedule the node's calls index into (RegionalSampler stretches it by
+    1/denoise). ``params``: a `NodeParams` or anything with ``node``, ``steps`` and ``denoise``."""
+    return params.steps if params.node == ADVANCED else _stretched(params.steps, params.denoise)
+
+
+def _stretched(steps: int, denoise: float) -> int:
+    return int(steps / denoise)  # RegionalSampler: the full schedule whose last `steps` steps run
 
 
 # --------------------------------------------------------------------------------------------
 # The program: which call or composite comes next
 
 
-@dataclass(frozen=True)
-class Op:
-    """One sub-step: a sampler call (``base``/``region``/``finalize``) or a ``composite``."""
+OpKind = Literal["base", "region", "composite", "finalize", "blend"]  # blend: coherent mode's
 
-    kind: str
+
+@dataclass(frozen=True, kw_only=True)
+class Op:
+    """One sub-step: a sampler call (``base``/``region``/``finalize``) or a ``composite``; built with keywords."""
+
+    kind: OpKind
     group: int  # the regional step this sub-step belongs to (0-based)
     i: int = 0  # the schedule index the call starts at
     region: int = 0  # 1-based region index for region/composite ops
@@ -109,14 +173,16 @@ class Op:
 
 
 def _loop_body(ops, group, i, R, *, seed, steps, base_noise, add, restore, text, total, start):
-    ops.append(Op("base", group, i, 0, i, i + 1, add, base_noise, "inv", True, True, seed, steps, text,
-                  ((i - start) * R) / total if total else 0.0))
+    ops.append(Op(kind="base", group=group, i=i, start=i, end=i + 1, add_noise=add, noise=base_noise, mask="inv",
+                  seed=seed, steps=steps, status=text, progress=((i - start) * R) / total if total else 0.0))
     for j in range(1, R + 1):
         progress = ((i - start) * R + j) / total if total else 0.0
         label = f"{text} | {j}/{R}"
-        ops.append(Op("region", group, i, j, i, i + 1, False, None, "region", True, True, seed, steps, label, progress))
+        ops.append(Op(kind="region", group=group, i=i, region=j, start=i, end=i + 1, mask="region", seed=seed,
+                      steps=steps, status=label, progress=progress))
         if restore:
-            ops.append(Op("composite", group, i, j, i, i + 1, seed=seed, steps=steps, status=label, progress=progress))
+            ops.append(Op(kind="composite", group=group, i=i, region=j, start=i, end=i + 1, seed=seed, steps=steps,
+                          status=label, progress=progress))
 
 
 def plan_advanced(*, R, add_noise, noise_seed, steps, start_at_step, end_at_step, restore_latent,
@@ -133,8 +199,9 @@ def plan_advanced(*, R, add_noise, noise_seed, steps, start_at_step, end_at_step
         _loop_body(ops, group, i, R, seed=noise_seed, steps=steps, base_noise="initial" if first else None,
                    add=first, restore=restore_latent, text=f"{start + i}/{end} steps", total=total, start=start)
     group = max(0, end - 1 - start)
-    ops.append(Op("finalize", group, end - 1, 0, end - 1, end, False, None, "inv", return_with_leftover_noise,
-                  True, noise_seed, steps, f"{end}/{end} steps", float(total)))  # quirk: progress = total
+    ops.append(Op(kind="finalize", group=group, i=end - 1, start=end - 1, end=end, mask="inv",
+                  leftover=return_with_leftover_noise, seed=noise_seed, steps=steps, status=f"{end}/{end} steps",
+                  progress=float(total)))  # quirk: progress = total
     return ops
 
 
@@ -154,7 +221,7 @@ def second_seed(seed: int, seed_2nd: int, mode: str) -> int:
 def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, restore_latent,
                   renoise_every_step=True) -> list[Op]:
     """RegionalSampler's sub-steps (spec §7)."""
-    adv = int(steps / denoise)
+    adv = _stretched(steps, denoise)
     start = adv - steps
     total = steps * R
     ops: list[Op] = []
@@ -162,8 +229,9 @@ def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, d
     group = 0
     if base_only_steps > 0:
         leftover = seed_2nd_mode == "ignore"
-        ops.append(Op("base", group, start, 0, start, start + base_only_steps, True, "initial", None, leftover,
-                      False, seed, adv, f"{start + base_only_steps}/{steps} steps", 0.0))
+        ops.append(Op(kind="base", group=group, i=start, start=start, end=start + base_only_steps, add_noise=True,
+                      noise="initial", leftover=leftover, recovery=False, seed=seed, steps=adv,
+                      status=f"{start + base_only_steps}/{steps} steps", progress=0.0))
         group += 1
     seed2 = second_seed(seed, seed_2nd, seed_2nd_mode)
     # quirk: on the leftover = False path the same noise is passed to *every* base call
@@ -176,8 +244,8 @@ def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, d
         if not renoise_every_step:
             base_noise = None
         group += 1
-    ops.append(Op("finalize", group, adv, 0, adv, adv + 1, False, None, "inv", False, True, seed2, adv,
-                  f"{steps}/{steps} steps", float(total)))
+    ops.append(Op(kind="finalize", group=group, i=adv, start=adv, end=adv + 1, mask="inv", leftover=False,
+                  seed=seed2, steps=adv, status=f"{steps}/{steps} steps", progress=float(total)))
     return ops
 
 
@@ -257,7 +325,7 @@ class RunState:
     times_map: Optional[torch.Tensor] = None  # calls that denoised each pixel in this step
     model_calls: int = 0
     passes: tuple = ()  # samplers run by the last call (recovery adds a pass)
-    extra: Optional[dict] = None  # coherent mode: the composite, each part's sampler state, outputs
+    extra: Optional[Any] = None  # coherent mode: its `coherent.CoherentState`
 
 
 def make_noise(latent, seed, batch_index, regions, zero_edges: bool = True) -> torch.Tensor:
@@ -270,14 +338,12 @@ def make_noise(latent, seed, batch_index, regions, zero_edges: bool = True) -> t
 
 
 def build_context(model, latent, base: SamplerConfig, regions, *, overlap_factor, restore_latent, noise_specs,
-                  batch_index, additional_mode, additional_sampler, additional_sigma_ratio, cond_cache=None,
-                  quirks: Quirks = FAITHFUL, grow_cache=None) -> RunContext:
-    cond_cache = {} if cond_cache is None else cond_cache
+                  batch_index, additional_mode, additional_sampler, additional_sigma_ratio,
+                  prompts: Optional[PromptCache] = None, quirks: Quirks = FAITHFUL, grow_cache=None) -> RunContext:
+    prompts = PromptCache() if prompts is None else prompts
 
     def encode(prompt):
-        if prompt not in cond_cache:
-            cond_cache[prompt] = model.encode(prompt)
-        return cond_cache[prompt]
+        return prompts.get(prompt, lambda: model.encode(prompt))
 
     def part(config):
         return Part(config, cfg_denoiser(model, encode(config.positive), encode(config.negative), config.cfg))
@@ -435,3 +501,54 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
         base_latent, base_map = new_latent, new_map
     return replace(state, latent=new_latent, base_latent=base_latent, times_map=times + m, sigma_map=new_map,
                    base_sigma_map=base_map, **common)
+
+
+class FaithfulEngine:
+    """The reference nodes behind the engine interface the session drives (`coherent.CoherentEngine`
+    is the other): ``plan(params)`` the sub-steps, ``context(params, ...)`` what a run derives once,
+    ``execute(ctx, ops, state)`` one sub-step (pure), ``latent_masks(ctx, h, w)`` the masks shown."""
+
+    name = "faithful"
+    replans_on = frozenset()  # parameters that re-plan here although they only fork elsewhere
+
+    def plan(self, p: NodeParams) -> list[Op]:
+        if p.node == ADVANCED:
+            return plan_advanced(R=len(p.regions), add_noise=p.add_noise, noise_seed=p.noise_seed, steps=p.steps,
+                                 start_at_step=p.start_at_step, end_at_step=p.end_at_step,
+                                 restore_latent=p.restore_latent,
+                                 return_with_leftover_noise=p.return_with_leftover_noise)
+        return plan_regional(R=len(p.regions), seed=p.seed, seed_2nd=p.seed_2nd, seed_2nd_mode=p.seed_2nd_mode,
+                             steps=p.steps, base_only_steps=p.base_only_steps, denoise=p.denoise,
+                             restore_latent=p.restore_latent, renoise_every_step=p.quirks.renoise_every_step)
+
+    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None) -> RunContext:
+        specs = {"initial": p.initial_seed}
+        if p.node != ADVANCED:
+            specs["second"] = second_seed(p.seed, p.seed_2nd, p.seed_2nd_mode)
+        return build_context(p.model, p.latent_image, p.base, p.regions, overlap_factor=p.overlap_factor,
+                             restore_latent=p.restore_latent, noise_specs=specs, batch_index=p.batch_index,
+                             additional_mode=p.additional_mode, additional_sampler=p.additional_sampler,
+                             additional_sigma_ratio=p.additional_sigma_ratio, prompts=prompts, quirks=p.quirks,
+                             grow_cache=grow_cache)
+
+    @staticmethod
+    def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
+        return execute(ctx, ops, state)
+
+    @staticmethod
+    def latent_masks(ctx: RunContext, h: int, w: int) -> list:
+        """The base area, then each region's grown mask, at latent resolution."""
+        return [ctx.at_latent(m, h, w) for m in [ctx.inv] + ctx.region_masks[1:]]
+
+    def note(self, p: NodeParams) -> str:
+        """What the status says before the run starts, beside "ready" (nothing here)."""
+        return ""
+
+    def plain_state(self, state):
+        return None
+
+    def live_state(self, ctx, plain):
+        return None
+
+
+FAITHFUL_ENGINE = FaithfulEngine()

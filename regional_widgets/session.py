@@ -1,17 +1,17 @@
 """RegionalSamplerSession: the reference regional sampler, observable and steppable.
 
-The session owns every parameter and the state between sub-steps. It plans the node's program of
-sub-steps (`regional.plan_advanced` / `plan_regional`), runs them one at a time with the pure
-executor, and publishes the state as traits, so widgets only observe. A sub-step computes its new
-state first and assigns it under ``hold_trait_notifications()``: a failure leaves every trait as
-it was.
+The session owns every parameter and the state between sub-steps. It holds one engine (the mode's:
+`regional.FaithfulEngine` or `coherent.CoherentEngine`), which plans the node's program of sub-steps
+from a frozen `regional.NodeParams` and runs them one at a time with a pure executor; the session
+records each state in its `timeline.Timeline` and publishes it as traits, so widgets only observe.
+A sub-step computes its new state first and assigns all traits before notifying: a failure leaves
+the session as it was. Files: `persistence.py`.
 """
 from __future__ import annotations
 
 import asyncio
 import bisect
 import contextlib
-import copy
 import math
 import weakref
 from typing import Optional
@@ -21,11 +21,13 @@ import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, validate
 from traitlets.utils.bunch import Bunch
 
-from . import coherent, regional
-from .arena import Arena, Slot
+from . import regional
+from .coherent import COHERENT_ENGINE
+from .models.base import PromptCache
+from .timeline import History, Timeline, _Packed  # noqa: F401  (_Packed: tests look at packed entries)
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
-from .regional import FAITHFUL, Quirks, SamplerConfig, SEED_2ND_MODES
+from .regional import FAITHFUL, FAITHFUL_ENGINE, NodeParams, Quirks, RegionParams, SamplerConfig, SEED_2ND_MODES
 from .sampling import masks as mask_ops
 from .sampling import recovery
 from .sampling.flow_checks import check_sigma_factor
@@ -107,7 +109,6 @@ _STRUCTURAL = ("add_noise", "noise_seed", "steps", "start_at_step", "end_at_step
 _FORKING = ("base", "overlap_factor", "additional_mode", "additional_sampler", "additional_sigma_ratio")
 _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "variation_method")
 _PARAMETERS = frozenset(_STRUCTURAL + _FORKING + ("regions", "history_limit"))
-_STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
 
 
 class RegionalSamplerSession(HasTraits):
@@ -171,12 +172,11 @@ class RegionalSamplerSession(HasTraits):
             raise ParameterError("regions: expected a list of Region, got None")
         self._model = model
         self._ready = False
-        self._cond_cache: dict = {}
+        self._prompts = PromptCache()  # the model's conditioning per prompt
         self._grow_cache: dict = {}  # grown region masks, by mask array (painting forks often)
-        self._arena = Arena()  # history snapshots, packed into fixed-size slots
-        self._pack_memo: dict = {}
-        self._ops, self._starts, self._ctx, self._coherent_plan, self._state = [], [0], None, None, None
-        self._history, self._history_bytes, self._sealed = [], 0, 0
+        self._timeline = Timeline()  # every state computed, for scrubbing
+        self._engine = FAITHFUL_ENGINE  # the mode's engine (chosen again by every reset)
+        self._ops, self._starts, self._ctx, self._state = [], [0], None, None
         samples, batch_index = self._unpack_latent(latent)
         super().__init__(base=base if base is not None else SamplerConfig(), regions=list(regions),
                          latent_image=samples, **params)
@@ -263,11 +263,10 @@ class RegionalSamplerSession(HasTraits):
         except ValueError as err:
             raise ParameterError(f"{where}: {err}") from None
         for prompt in (config.positive, config.negative):
-            if prompt not in self._cond_cache:
-                try:
-                    self._cond_cache[prompt] = self._model.encode(prompt)
-                except ValueError as err:
-                    raise ParameterError(f"{where}: {err}") from None
+            try:
+                self._prompts.get(prompt, lambda: self._model.encode(prompt))
+            except ValueError as err:
+                raise ParameterError(f"{where}: {err}") from None
 
     @validate("regions")
     def _valid_regions(self, proposal):
@@ -323,39 +322,17 @@ class RegionalSamplerSession(HasTraits):
 
     # ---- planning and change tracking --------------------------------------------------------
 
-    def _plan(self):
-        R = len(self.regions)
-        if self.mode == "coherent":
-            ops, self._coherent_plan = coherent.plan_coherent(self)
-            return ops
-        if self.node == "RegionalSamplerAdvanced":
-            return regional.plan_advanced(R=R, add_noise=self.add_noise, noise_seed=self.noise_seed, steps=self.steps,
-                                          start_at_step=self.start_at_step, end_at_step=self.end_at_step,
-                                          restore_latent=self.restore_latent,
-                                          return_with_leftover_noise=self.return_with_leftover_noise)
-        return regional.plan_regional(R=R, seed=self.seed, seed_2nd=self.seed_2nd, seed_2nd_mode=self.seed_2nd_mode,
-                                      steps=self.steps, base_only_steps=self.base_only_steps, denoise=self.denoise,
-                                      restore_latent=self.restore_latent,
-                                      renoise_every_step=self.quirks.renoise_every_step)
+    def node_params(self) -> NodeParams:
+        """The run's parameters, frozen, as the engines read them."""
+        names = [n for n in NodeParams.__dataclass_fields__ if n not in ("model", "regions", "node", "batch_index")]
+        regions = tuple(RegionParams(r.mask, r.config, r.variation_seed, r.variation_strength, r.variation_method)
+                        for r in self.regions)
+        return NodeParams(model=self._model, regions=regions, node=self.node, batch_index=self._batch_index,
+                          **{n: getattr(self, n) for n in names})
 
     def _context(self):
-        if self._ctx is None and self.mode == "coherent":
-            seed = self.noise_seed if self.node == "RegionalSamplerAdvanced" else self.seed
-            add = self.add_noise if self.node == "RegionalSamplerAdvanced" else True
-            noise = regional.make_noise(self.latent_image, seed, self._batch_index, self.regions, zero_edges=False)
-            self._ctx = coherent.build_coherent_context(self, self._cond_cache, self._coherent_plan, noise, seed, add)
         if self._ctx is None:
-            if self.node == "RegionalSamplerAdvanced":
-                specs = {"initial": self.noise_seed}
-            else:
-                specs = {"initial": self.seed,
-                         "second": regional.second_seed(self.seed, self.seed_2nd, self.seed_2nd_mode)}
-            self._ctx = regional.build_context(
-                self._model, self.latent_image, self.base, self.regions, overlap_factor=self.overlap_factor,
-                restore_latent=self.restore_latent, noise_specs=specs, batch_index=self._batch_index,
-                additional_mode=self.additional_mode, additional_sampler=self.additional_sampler,
-                additional_sigma_ratio=self.additional_sigma_ratio, cond_cache=self._cond_cache, quirks=self.quirks,
-                grow_cache=self._grow_cache)
+            self._ctx = self._engine.context(self.node_params(), self._prompts, self._grow_cache)
         return self._ctx
 
     @observe(*_STRUCTURAL)
@@ -365,8 +342,8 @@ class RegionalSamplerSession(HasTraits):
 
     @observe(*_FORKING)
     def _on_forking(self, change):
-        if self._ready and self.mode == "coherent" and change["name"] == "base":
-            self.reset()  # coherent mode's one sigma grid comes from the base sampler: a new run
+        if self._ready and change["name"] in self._engine.replans_on:
+            self.reset()
         elif self._ready:
             self._fork()
 
@@ -413,13 +390,11 @@ class RegionalSamplerSession(HasTraits):
 
     def _internal(self) -> tuple:
         """Everything a step or a parameter change may replace (all of it immutable or copied here)."""
-        return (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, list(self._history),
-                self._history_bytes, self._sealed)
+        return self._engine, self._ops, self._starts, self._ctx, self._state, self._timeline.saved()
 
     def _restore_internal(self, saved):
-        (self._ops, self._starts, self._ctx, self._coherent_plan, self._state, self._history, self._history_bytes,
-         self._sealed) = saved
-        self._history = list(self._history)
+        self._engine, self._ops, self._starts, self._ctx, self._state, timeline = saved
+        self._timeline.restore(timeline)
         try:
             self._publish(self._state)
         except BaseException:  # noqa: BLE001 - an observer failing again must not hide the first error
@@ -437,9 +412,7 @@ class RegionalSamplerSession(HasTraits):
     def _fork(self):
         """Settings changed: keep the states up to now, forget what was computed after them."""
         self._ctx = None
-        del self._history[self._state.cursor + 1:]
-        self._history_bytes = _history_nbytes(self._history)
-        self._sealed = self._state.cursor
+        self._timeline.fork(self._state.cursor)
         self._publish(self._state)
 
     # ---- state --------------------------------------------------------------------------------
@@ -463,13 +436,12 @@ class RegionalSamplerSession(HasTraits):
         """Back to the start of the run (with the current parameters); atomic like a step."""
         def restart():
             self._check_run()
-            self._ops = self._plan()
+            self._engine = _ENGINES[self.mode]
+            self._ops = self._engine.plan(self.node_params())
             self._starts = regional.group_starts(self._ops)
             self._ctx = None
             self._state = regional.initial_state(self.latent_image)
-            self._history = [self._state]
-            self._history_bytes = _history_nbytes(self._history)
-            self._sealed = 0
+            self._timeline.start(self._state)
             self._publish(self._state)
         self._atomic(restart)
 
@@ -479,29 +451,16 @@ class RegionalSamplerSession(HasTraits):
             return [torch.ones(h, w)]
         ctx = self._context()
         if ctx.latent_masks is None:
-            if self.mode == "coherent":
-                ctx.latent_masks = ctx.weights  # the blend weights
-            else:
-                ctx.latent_masks = ([mask_ops.resize(ctx.inv, h, w)]
-                                    + [mask_ops.resize(m, h, w) for m in ctx.region_masks[1:]])
+            ctx.latent_masks = self._engine.latent_masks(ctx, h, w)
         return ctx.latent_masks
 
     def _execute(self, state):
-        if self.mode == "coherent":
-            return coherent.execute_coherent(self._context(), self._ops, state)
-        return regional.execute(self._context(), self._ops, state)
-
-    def _coherent_note(self) -> str:
-        ignored = [f"region {j} ({r.config.scheduler})" for j, r in enumerate(self.regions, 1)
-                   if r.config.scheduler != self.base.scheduler]
-        note = f"coherent mode: one sigma grid from the base scheduler ({self.base.scheduler})"
-        if ignored:
-            note += "; ignored schedulers: " + ", ".join(ignored)
-        return note + "; no recovery pass or re-noising is needed"
+        return self._engine.execute(self._context(), self._ops, state)
 
     def _status_for(self, state) -> tuple:
         if state.cursor == 0:
-            return ("ready" if self.mode == "faithful" else f"ready ({self._coherent_note()})"), 0.0
+            note = self._engine.note(self.node_params())
+            return (f"ready ({note})" if note else "ready"), 0.0
         op = self._ops[state.cursor - 1]
         text = op.status
         if op.kind == "region" and self.regions[op.region - 1].is_empty:
@@ -544,85 +503,20 @@ class RegionalSamplerSession(HasTraits):
                 self.notify_change(Bunch(name=name, old=old, new=value, owner=self, type="change"))
 
     def _next_state(self, state):
-        cursor = state.cursor
-        if cursor + 1 < len(self._history) and self._history[cursor + 1] is not None:
-            return self._entry(cursor + 1)
-        return self._execute(state)
-
-    def _entry(self, k):
-        """History entry ``k`` as a live state (None where evicted); packed entries are copied out."""
-        entry = self._history[k]
-        return self._unpack(entry) if isinstance(entry, _Packed) else entry
+        kept = self._timeline.after(state)
+        return kept if kept is not None else self._execute(state)
 
     def _record(self, state):
-        if len(self._history) > state.cursor:
-            del self._history[state.cursor:]
-            self._history_bytes = _history_nbytes(self._history)
-        previous = self._history[-1]
-        shared = {id(t) for t in _leaves_of(previous)} if previous is not None else set()
-        fresh = {id(t): t for t in _leaves_of(state) if id(t) not in shared}
-        self._history_bytes += sum(_leaf_nbytes(t) for t in fresh.values())
-        self._history.append(state)
-        # the last two states stay as they are; older ones move into the arena (see arena.py)
-        k = len(self._history) - 3
-        if k >= 0 and isinstance(self._history[k], regional.RunState):
-            self._history[k] = self._pack(self._history[k])
-        if self._history_bytes > self.history_limit:
-            self._evict()
-            self._history_bytes = _history_nbytes(self._history)
-
-    def _pack(self, state) -> "_Packed":
-        """The state with its tensors copied into arena slots (tensors it shares with the state
-        packed before it share their slots too)."""
-        previous, memo = self._pack_memo, {}
-
-        def store(t):
-            if id(t) not in memo:
-                hit = previous.get(id(t))
-                slot = hit[1] if hit is not None and hit[0]() is t else self._arena.store(t)
-                memo[id(t)] = (weakref.ref(t), t if slot is None else slot)
-            return memo[id(t)][1]
-        packed = _Packed(_map_tensors(state, store))
-        self._pack_memo = memo
-        return packed
-
-    @staticmethod
-    def _unpack(packed: "_Packed"):
-        copies = {}
-
-        def load(leaf):
-            if isinstance(leaf, Slot):
-                if id(leaf) not in copies:
-                    copies[id(leaf)] = leaf.read()
-                return copies[id(leaf)]
-            return leaf
-        return _map_tensors(packed.tree, load)
-
-    def _evict(self):
-        budget = self.history_limit
-        sizes = [_nbytes(s) if s is not None else 0 for s in self._history]
-        total = sum(sizes)
-        # sub-step snapshots first, then step boundaries; never the start, the seal or the last state
-        keep = {0, self._sealed, len(self._history) - 1}
-        boundaries = set(self._starts)
-        for pass_boundaries in (False, True):
-            for k in range(self._sealed + 1, len(self._history) - 1):
-                if total <= budget:
-                    return
-                if k in keep or self._history[k] is None or ((k in boundaries) != pass_boundaries):
-                    continue
-                self._history[k] = None
-                total -= sizes[k]
+        self._timeline.record(state, self.history_limit, self._starts)
 
     def _snapshot_at(self, cursor):
         """The state after ``cursor`` sub-steps, replaying from the nearest kept snapshot."""
-        k = cursor
-        while self._history[k] is None:
-            k -= 1
-        state = self._entry(k)
-        while state.cursor < cursor:
-            state = self._execute(state)
-        return state
+        return self._timeline.snapshot_at(cursor, self._execute)
+
+    @property
+    def _history(self) -> list:
+        """The timeline's entries (read-only use: tests and the arena benchmark look at what is kept)."""
+        return self._timeline.entries
 
     def _atomic(self, fn):
         saved = self._internal()
@@ -688,11 +582,12 @@ class RegionalSamplerSession(HasTraits):
         k = check_int(k, "k", 0, self.num_steps)
         target = self._starts[k]
         def move():
-            if target < len(self._history):
+            timeline = self._timeline
+            if target < len(timeline):
                 state = self._snapshot_at(target)
             else:
-                state = self._state if self._state.cursor <= target else self._snapshot_at(len(self._history) - 1)
-                state = self._entry(-1) if self._history[-1] is not None else state
+                state = self._state if self._state.cursor <= target else self._snapshot_at(len(timeline) - 1)
+                state = timeline.entry(-1) if timeline.entries[-1] is not None else state
                 while state.cursor < target:
                     state = self._execute(state)
                     self._record(state)
@@ -700,110 +595,60 @@ class RegionalSamplerSession(HasTraits):
             self._publish(state)
         self._atomic(move)
 
+    def restore_at(self, state):
+        """Continue from ``state``, a state of this run after ``state.cursor`` sub-steps (a loaded one):
+        it becomes the current state; the states before it are recomputed on demand when scrubbed to."""
+        if not 0 <= state.cursor <= len(self._ops):
+            raise ValueError(f"cursor: {state.cursor} is outside this run's 0..{len(self._ops)}")
+
+        def move():
+            self._timeline.restore_at(state)
+            self._state = state
+            self._publish(state)
+        self._atomic(move)
+
     @property
     def history(self) -> "History":
-        return History(self)
+        return History(self._timeline, self._execute, lambda: self._starts)
 
-    # ---- persistence --------------------------------------------------------------------------
+    # ---- persistence (persistence.py: the io helpers with this session's data) -----------------
+
+    @property
+    def state(self) -> regional.RunState:
+        """The current state (immutable): what the traits publish, and what `save` writes."""
+        return self._state
+
+    @property
+    def engine(self):
+        """The mode's engine (`regional.FaithfulEngine` or `coherent.CoherentEngine`)."""
+        return self._engine
+
+    @property
+    def batch_index(self) -> Optional[list]:
+        """The latent's batch_index (None: 0..B-1)."""
+        return self._batch_index
 
     def save(self, path):
         """Write the session to a folder: parameters JSON, masks npz (exact floats), latents safetensors.
 
         The state at the current sub-step is saved too, so load -> continue equals never stopping.
         """
-        from .io.session_files import describe_model_sampling, pack_tree, write_session
-        from .sampling.model_sampling import as_model_sampling
+        from .persistence import save_session
 
-        state = self._state
-        doc = {"node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
-               "regions": [{"config": r.config.to_dict(), "variation_seed": r.variation_seed,
-                            "variation_strength": r.variation_strength, "variation_method": r.variation_method}
-                           for r in self.regions],
-               "batch_index": self._batch_index, "latent_channels": int(self._model.latent_channels),
-               "model_sampling": describe_model_sampling(as_model_sampling(self._model)),
-               "quirks": self.quirks.to_dict(),
-               "cursor": state.cursor,
-               "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
-                         "passes": list(state.passes)}}
-        tensors = {"latent_image": self.latent_image}
-        tensors.update({f"state.{n}": getattr(state, n) for n in _STATE_TENSORS if getattr(state, n) is not None})
-        doc["mode"] = self.mode
-        doc["extra"] = pack_tree(_plain_extra(state.extra), "extra", tensors) if state.extra else None
-        write_session(path, doc, {f"region_{j}": r.mask for j, r in enumerate(self.regions, 1)}, tensors)
+        save_session(self, path)
 
     @classmethod
     def load(cls, path, model) -> "RegionalSamplerSession":
         """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
         (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
-        from .io.paths import FileSafetyError
-        from .io.session_files import SessionFileError, describe_model_sampling, read_session
-        from .sampling.model_sampling import as_model_sampling
+        from .persistence import load_session
 
-        doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale,
-                                           model_sampling=describe_model_sampling(as_model_sampling(model)))
-        try:
-            return cls._from_saved(doc, masks, tensors, model)
-        except (SessionFileError, FileSafetyError):
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            raise SessionFileError(f"session.json: invalid content ({type(err).__name__}: {err})") from None
-
-    @classmethod
-    def _from_saved(cls, doc, masks, tensors, model):
-        """A session from checked file contents; the saved state is checked against the plan before use."""
-        from .io.session_files import SessionFileError, check_extra, check_state, unpack_tree
-
-        regions = [Region(masks[f"region_{j}"], SamplerConfig(**r["config"]), r["variation_seed"],
-                          r["variation_strength"], r["variation_method"]) for j, r in enumerate(doc["regions"], 1)]
-        latent = tensors["latent_image"]
-        if doc.get("batch_index") is not None:
-            latent = {"samples": latent, "batch_index": doc["batch_index"]}
-        session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
-                      quirks=Quirks(**doc.get("quirks", {})), mode=doc.get("mode", "faithful"), **doc["parameters"])
-        cursor = doc["cursor"]
-        if cursor > len(session._ops):
-            raise SessionFileError(f"session.json: cursor: {cursor} is outside this run's 0..{len(session._ops)}")
-        kinds = [op.kind for op in session._ops[:cursor]]
-        check_state(doc, tensors, mode=session.mode, kinds=kinds, done=cursor == len(session._ops),
-                    restore_latent=session.restore_latent)
-        extra_tree = None
-        if doc.get("extra") is not None:
-            plain = unpack_tree(doc["extra"], tensors)
-            check_extra(plain, session.latent_image.shape, len(session.regions) + 1, kinds)
-            extra_tree = _live_extra(session, plain)
-        saved = doc["state"]
-        state = regional.RunState(**{n: tensors.get(f"state.{n}") for n in _STATE_TENSORS}, cursor=cursor,
-                                  sigma=saved["sigma"], sigma_next=saved["sigma_next"],
-                                  model_calls=saved["model_calls"], passes=tuple(saved["passes"]),
-                                  extra=extra_tree)
-        if cursor:
-            # earlier states are recomputed on demand (with the loaded settings) when scrubbed to
-            session._history = [session._history[0]] + [None] * (cursor - 1) + [state]
-            session._history_bytes = _history_nbytes(session._history)
-            session._sealed = cursor
-            session._state = state
-            session._publish(state)
-        return session
+        return load_session(cls, path, model)
 
     def _comfy_description(self, checkpoint) -> dict:
-        from .io.comfy import model_sampling_patch
+        from .persistence import comfy_description
 
-        batch, channels, h, w = self.latent_image.shape
-        down = self._model.downscale
-        description = {
-            "node": self.node, "parameters": self.parameters(), "base": self.base.to_dict(),
-            "regions": [{"config": r.config.to_dict(), "mask": r.mask, "variation_seed": r.variation_seed,
-                         "variation_strength": r.variation_strength, "variation_method": r.variation_method}
-                        for r in self.regions],
-            "latent": {"width": w * down, "height": h * down, "batch_size": batch,
-                       "empty": not bool(self.latent_image.any()), "batch_index": self._batch_index},
-            "mode": self.mode, "quirks": self.quirks.to_dict(), "checkpoint": checkpoint}
-        if channels == 16:  # SD3/Flux-style latents
-            description["latent"]["node"] = "EmptySD3LatentImage"
-        patch = model_sampling_patch(getattr(self._model, "model_sampling", None), w * down, h * down)
-        if patch is not None:  # a flow shift that is not the checkpoint's default: ModelSamplingSD3/Flux
-            description["model_sampling"] = patch
-        return description
+        return comfy_description(self, checkpoint)
 
     def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
         """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.
@@ -815,22 +660,17 @@ class RegionalSamplerSession(HasTraits):
         quirks switched off, a latent that is not empty or has a batch_index, no regions, an image
         size EmptyLatentImage cannot take. Returns the paths (the JSON first).
         """
-        from .io.comfy_files import write_workflow_file
+        from .persistence import write_comfy
 
-        return write_workflow_file(path, self._comfy_description(checkpoint), format)
+        return write_comfy(self, path, checkpoint, format)
 
     def save_png(self, path, checkpoint="model.safetensors") -> list:
         """Write the image (the result decoded by the model; before the run ends, the current latent;
         a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
         ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
-        from .io.comfy import check_expressible
-        from .io.comfy_files import write_png
+        from .persistence import write_comfy_png
 
-        description = self._comfy_description(checkpoint)
-        check_expressible(description)  # before decoding
-        latent = self.result if self.result is not None else self.latent
-        rgb = self._model.decode(latent).clamp(0, 1).cpu().numpy()
-        return write_png(path, np.concatenate(list(rgb), axis=1), description)
+        return write_comfy_png(self, path, checkpoint)
 
     @classmethod
     def from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"
@@ -845,37 +685,9 @@ class RegionalSamplerSession(HasTraits):
         reported as `io.comfy_files.ComfyImportWarning` warnings, in ``status`` and in
         ``comfy_report`` (a dict, see `io.comfy_files.read_source`).
         """
-        from .io.comfy import ComfyWorkflowError
-        from .io.comfy_files import report_warnings, read_source
-        from .models import empty_latent
+        from .persistence import session_from_comfy
 
-        if missing_masks not in ("error", "empty"):
-            raise ValueError(f"missing_masks: expected 'error' or 'empty', got {missing_masks!r}")
-        given = isinstance(source, (bytes, bytearray, memoryview))
-        doc, report = read_source(None if given else source, data=bytes(source) if given else None,
-                                  name="upload" if given else None, mask_folder=mask_folder, node_id=node_id,
-                                  missing_mask=None if missing_masks == "error" else lambda region: None)
-        size = (doc["latent"]["height"], doc["latent"]["width"])
-        try:
-            if doc.get("model_sampling") is not None:  # ModelSamplingSD3/Flux: the model, re-sampled
-                from .io.comfy import model_sampling_of_patch
-                from .models.base import with_model_sampling
-
-                model = with_model_sampling(model, model_sampling_of_patch(doc["model_sampling"]))
-            if doc["latent"].get("node") == "EmptySD3LatentImage" and model.latent_channels != 16:
-                raise ValueError(f"EmptySD3LatentImage makes 16-channel latents; this model has "
-                                 f"{model.latent_channels}")
-            latent = empty_latent(model, size[0], size[1], doc["latent"]["batch_size"])
-            regions = [Region(np.zeros(size, np.float32) if r["mask"] is None else r["mask"],
-                              SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
-                              r["variation_method"]) for r in doc["regions"]]
-            session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
-                          **doc["parameters"])
-        except ValueError as err:
-            raise ComfyWorkflowError(f"{report['source']}: the workflow does not fit this model: {err}") from None
-        session.comfy_report = report
-        session.status = report_warnings(report)
-        return session
+        return session_from_comfy(cls, source, model, mask_folder, node_id, missing_masks)
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""
@@ -894,137 +706,7 @@ class RegionalSamplerSession(HasTraits):
 
 
 _PLAIN = (int, float, str, bool, tuple)
-_PART_FIELDS = ("sampler", "x", "sigmas", "i", "memory", "denoised", "sigma", "sigma_next")
-
-
-def _plain_extra(extra: dict) -> dict:
-    """Coherent-mode state as plain data (sampler states as dicts; noise samplers are rebuilt)."""
-    parts = [None if p is None else {f: getattr(p, f) for f in _PART_FIELDS} for p in extra["parts"]]
-    return {"x": extra["x"], "parts": parts, "outputs": list(extra["outputs"]),
-            "denoised": list(extra.get("denoised", ())),
-            "first": None if extra.get("first") is None else list(extra["first"])}
-
-
-def _live_extra(session, plain: dict) -> dict:
-    """The inverse of `_plain_extra`: sampler states with their noise samplers rebuilt."""
-    from .sampling.samplers import SamplerState
-
-    fresh = coherent._start_parts(session._context(), plain["x"])
-    parts = []
-    for stored, new in zip(plain["parts"], fresh):
-        if stored is None:
-            parts.append(None)
-        else:
-            parts.append(SamplerState(**stored, noise_sampler=new.noise_sampler if new is not None else None))
-    first = plain.get("first")
-    return {"x": plain["x"], "parts": tuple(parts), "outputs": tuple(plain["outputs"]),
-            "denoised": tuple(plain.get("denoised", ())), "first": None if first is None else tuple(first)}
-
-
-class _Packed:
-    """A history entry whose tensors live in arena slots (`Slot`); `_unpack` copies them out."""
-
-    __slots__ = ("tree",)
-
-    def __init__(self, tree):
-        self.tree = tree
-
-
-def _map_tensors(value, fn):
-    """``value`` with every tensor (or arena `Slot`) replaced by ``fn(it)``: through dicts, lists,
-    tuples and dataclasses (copied, never changed; a sampler's noise_sampler is left as it is)."""
-    if isinstance(value, (torch.Tensor, Slot)):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        return type(value)(_map_tensors(v, fn) for v in value)
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        changed = {}
-        for name in value.__dataclass_fields__:
-            if name == "noise_sampler":
-                continue
-            old = getattr(value, name)
-            new = _map_tensors(old, fn)
-            if new is not old:
-                changed[name] = new
-        if not changed:
-            return value
-        twin = copy.copy(value)
-        for name, new in changed.items():
-            object.__setattr__(twin, name, new)
-        return twin
-    return value
-
-
-def _leaves_of(value):
-    """Every tensor (or arena slot) an entry holds, including coherent mode's composite, outputs and
-    sampler memory."""
-    if isinstance(value, _Packed):
-        value = value.tree
-    if isinstance(value, (torch.Tensor, Slot)):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves_of(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _leaves_of(v)
-    elif hasattr(value, "__dataclass_fields__"):
-        for name in value.__dataclass_fields__:
-            if name != "noise_sampler":
-                yield from _leaves_of(getattr(value, name))
-
-
-def _tensors_of(value):
-    """Every tensor a live state holds."""
-    return (t for t in _leaves_of(value) if isinstance(t, torch.Tensor))
-
-
-def _leaf_nbytes(leaf) -> int:
-    return leaf.nbytes if isinstance(leaf, Slot) else leaf.element_size() * leaf.nelement()
-
-
-def _nbytes(state) -> int:
-    """Bytes of the tensors a state holds (a tensor shared by two fields counts once)."""
-    return _history_nbytes([state])
-
-
-def _history_nbytes(history) -> int:
-    """Bytes held by a list of states, each tensor (or slot) counted once however many states share it."""
-    seen, total = set(), 0
-    for state in history:
-        if state is None:
-            continue
-        for t in _leaves_of(state):
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += _leaf_nbytes(t)
-    return total
-
-
-class History:
-    """A read-only view of the states a session has computed (one per sub-step)."""
-
-    def __init__(self, session: RegionalSamplerSession):
-        self._session = session
-
-    def __len__(self):
-        return len(self._session._history)
-
-    def __getitem__(self, k) -> regional.RunState:
-        if not -len(self) <= k < len(self):
-            raise IndexError(f"history index {k} out of range 0..{len(self) - 1}")
-        return self._session._snapshot_at(k % len(self))
-
-    @property
-    def nbytes(self) -> int:
-        return _history_nbytes(self._session._history)
-
-    @property
-    def step_starts(self) -> list:
-        """History index of the start of each regional step."""
-        return [s for s in self._session._starts if s < len(self)]
+_ENGINES = {"faithful": FAITHFUL_ENGINE, "coherent": COHERENT_ENGINE}
 
 
 def regional_sampler_advanced(model, latent, *, base, regions, **node_params) -> torch.Tensor:

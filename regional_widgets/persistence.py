@@ -1,0 +1,170 @@
+"""Persistence: a session to and from files (session folders, ComfyUI workflows and PNGs).
+
+The file formats live in `io/` (plain data in and out, never the session); here a session's data
+is handed to them and a session is built from what they read, through the session's public API
+(`RegionalSamplerSession.state`, `.engine`, `.restore_at`). The session's `save`, `load`,
+`to_comfy`, `save_png` and `from_comfy` call these.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .regional import Quirks, RunState, SamplerConfig
+from .sampling.model_sampling import as_model_sampling
+
+STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")
+
+
+def _region_class():
+    from .session import Region  # the session imports this module lazily; no cycle at import time
+
+    return Region
+
+
+def save_session(session, path):
+    """`RegionalSamplerSession.save`."""
+    from .io.session_files import describe_model_sampling, pack_tree, write_session
+
+    state, model = session.state, session.model
+    doc = {"node": session.node, "parameters": session.parameters(), "base": session.base.to_dict(),
+           "regions": [{"config": r.config.to_dict(), "variation_seed": r.variation_seed,
+                        "variation_strength": r.variation_strength, "variation_method": r.variation_method}
+                       for r in session.regions],
+           "batch_index": session.batch_index, "latent_channels": int(model.latent_channels),
+           "model_sampling": describe_model_sampling(as_model_sampling(model)),
+           "quirks": session.quirks.to_dict(),
+           "cursor": state.cursor,
+           "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
+                     "passes": list(state.passes)}}
+    tensors = {"latent_image": session.latent_image}
+    tensors.update({f"state.{n}": getattr(state, n) for n in STATE_TENSORS if getattr(state, n) is not None})
+    doc["mode"] = session.mode
+    plain = session.engine.plain_state(state.extra)
+    doc["extra"] = pack_tree(plain, "extra", tensors) if plain else None
+    write_session(path, doc, {f"region_{j}": r.mask for j, r in enumerate(session.regions, 1)}, tensors)
+
+
+def load_session(cls, path, model):
+    """`RegionalSamplerSession.load`."""
+    from .io.paths import FileSafetyError
+    from .io.session_files import SessionFileError, describe_model_sampling, read_session
+
+    doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale,
+                                       model_sampling=describe_model_sampling(as_model_sampling(model)))
+    try:
+        return _from_saved(cls, doc, masks, tensors, model)
+    except (SessionFileError, FileSafetyError):
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise SessionFileError(f"session.json: invalid content ({type(err).__name__}: {err})") from None
+
+
+def _from_saved(cls, doc, masks, tensors, model):
+    """A session from checked file contents; the saved state is checked against the plan before use."""
+    from .io.session_files import SessionFileError, check_extra, check_state, unpack_tree
+
+    Region = _region_class()
+    regions = [Region(masks[f"region_{j}"], SamplerConfig(**r["config"]), r["variation_seed"],
+                      r["variation_strength"], r["variation_method"]) for j, r in enumerate(doc["regions"], 1)]
+    latent = tensors["latent_image"]
+    if doc.get("batch_index") is not None:
+        latent = {"samples": latent, "batch_index": doc["batch_index"]}
+    session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
+                  quirks=Quirks(**doc.get("quirks", {})), mode=doc.get("mode", "faithful"), **doc["parameters"])
+    cursor, ops = doc["cursor"], session.ops
+    if cursor > len(ops):
+        raise SessionFileError(f"session.json: cursor: {cursor} is outside this run's 0..{len(ops)}")
+    kinds = [op.kind for op in ops[:cursor]]
+    check_state(doc, tensors, mode=session.mode, kinds=kinds, done=cursor == len(ops),
+                restore_latent=session.restore_latent)
+    extra = None
+    if doc.get("extra") is not None:
+        plain = unpack_tree(doc["extra"], tensors)
+        check_extra(plain, session.latent_image.shape, len(session.regions) + 1, kinds)
+        engine = session.engine
+        extra = engine.live_state(engine.context(session.node_params()), plain)
+    saved = doc["state"]
+    state = RunState(**{n: tensors.get(f"state.{n}") for n in STATE_TENSORS}, cursor=cursor,
+                     sigma=saved["sigma"], sigma_next=saved["sigma_next"], model_calls=saved["model_calls"],
+                     passes=tuple(saved["passes"]), extra=extra)
+    if cursor:
+        session.restore_at(state)
+    return session
+
+
+def comfy_description(session, checkpoint) -> dict:
+    """The session as the plain description `io.comfy` writes workflows from."""
+    from .io.comfy import model_sampling_patch
+
+    model = session.model
+    batch, channels, h, w = session.latent_image.shape
+    down = model.downscale
+    description = {
+        "node": session.node, "parameters": session.parameters(), "base": session.base.to_dict(),
+        "regions": [{"config": r.config.to_dict(), "mask": r.mask, "variation_seed": r.variation_seed,
+                     "variation_strength": r.variation_strength, "variation_method": r.variation_method}
+                    for r in session.regions],
+        "latent": {"width": w * down, "height": h * down, "batch_size": batch,
+                   "empty": not bool(session.latent_image.any()), "batch_index": session.batch_index},
+        "mode": session.mode, "quirks": session.quirks.to_dict(), "checkpoint": checkpoint}
+    if channels == 16:  # SD3/Flux-style latents
+        description["latent"]["node"] = "EmptySD3LatentImage"
+    patch = model_sampling_patch(getattr(model, "model_sampling", None), w * down, h * down)
+    if patch is not None:  # a flow shift that is not the checkpoint's default: ModelSamplingSD3/Flux
+        description["model_sampling"] = patch
+    return description
+
+
+def write_comfy(session, path, checkpoint, format) -> list:
+    """`RegionalSamplerSession.to_comfy`."""
+    from .io.comfy_files import write_workflow_file
+
+    return write_workflow_file(path, comfy_description(session, checkpoint), format)
+
+
+def write_comfy_png(session, path, checkpoint) -> list:
+    """`RegionalSamplerSession.save_png`."""
+    from .io.comfy import check_expressible
+    from .io.comfy_files import write_png
+
+    description = comfy_description(session, checkpoint)
+    check_expressible(description)  # before decoding
+    latent = session.result if session.result is not None else session.latent
+    rgb = session.model.decode(latent).clamp(0, 1).cpu().numpy()
+    return write_png(path, np.concatenate(list(rgb), axis=1), description)
+
+
+def session_from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"):
+    """`RegionalSamplerSession.from_comfy`."""
+    from .io.comfy import ComfyWorkflowError
+    from .io.comfy_files import report_warnings, read_source
+    from .models import empty_latent
+
+    if missing_masks not in ("error", "empty"):
+        raise ValueError(f"missing_masks: expected 'error' or 'empty', got {missing_masks!r}")
+    given = isinstance(source, (bytes, bytearray, memoryview))
+    doc, report = read_source(None if given else source, data=bytes(source) if given else None,
+                              name="upload" if given else None, mask_folder=mask_folder, node_id=node_id,
+                              missing_mask=None if missing_masks == "error" else lambda region: None)
+    size = (doc["latent"]["height"], doc["latent"]["width"])
+    Region = _region_class()
+    try:
+        if doc.get("model_sampling") is not None:  # ModelSamplingSD3/Flux: the model, re-sampled
+            from .io.comfy import model_sampling_of_patch
+            from .models.base import with_model_sampling
+
+            model = with_model_sampling(model, model_sampling_of_patch(doc["model_sampling"]))
+        if doc["latent"].get("node") == "EmptySD3LatentImage" and model.latent_channels != 16:
+            raise ValueError(f"EmptySD3LatentImage makes 16-channel latents; this model has "
+                             f"{model.latent_channels}")
+        latent = empty_latent(model, size[0], size[1], doc["latent"]["batch_size"])
+        regions = [Region(np.zeros(size, np.float32) if r["mask"] is None else r["mask"],
+                          SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
+                          r["variation_method"]) for r in doc["regions"]]
+        session = cls(model, latent, base=SamplerConfig(**doc["base"]), regions=regions, node=doc["node"],
+                      **doc["parameters"])
+    except ValueError as err:
+        raise ComfyWorkflowError(f"{report['source']}: the workflow does not fit this model: {err}") from None
+    session.comfy_report = report
+    session.status = report_warnings(report)
+    return session

@@ -1,0 +1,79 @@
+"""One engine interface: the faithful and coherent engines over a frozen NodeParams, never the session."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import regional_widgets as rw
+from regional_widgets import coherent, regional
+from regional_widgets.timeline import Timeline
+
+MODEL = rw.models.ToyWorld(image_size=32, n_exemplars=50)
+
+
+def make(mode, **params):
+    m = np.zeros((32, 32), np.float32)
+    m[16:, :] = 1
+    regions = [rw.Region(m, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass"))]
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    return rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, 32, 32), base=base, regions=regions, steps=6,
+                                     mode=mode, **params)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "coherent"])
+def test_an_engine_alone_reproduces_the_session(mode):
+    s = make(mode)
+    expected = s.run().clone()
+    params = s.node_params()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.steps = 3
+    engine = s.engine
+    assert engine.name == mode
+    ops = engine.plan(params)
+    assert [op.phase for op in ops] == [op.phase for op in s.ops]
+    ctx = engine.context(params)
+    state = regional.initial_state(params.latent_image)
+    while state.cursor < len(ops):
+        state = engine.execute(ctx, ops, state)
+    assert torch.equal(state.result, expected)
+    masks = engine.latent_masks(ctx, 32 // MODEL.downscale, 32 // MODEL.downscale)
+    assert len(masks) == 2 and all(m.shape == s.masks[0].shape for m in masks)
+
+
+def test_coherent_state_is_typed():
+    s = make("coherent")
+    s.substep()
+    assert isinstance(s.state.extra, coherent.CoherentState)
+    assert len(s.state.extra.outputs) == 1 and len(s.state.extra.denoised) == 1
+
+
+def test_schedule_steps_is_the_one_rule():
+    adv = make("faithful")
+    assert regional.schedule_steps(adv.node_params()) == 6 == rw.plot.schedule_steps(adv)
+    plain = rw.RegionalSamplerSession.regional_sampler(MODEL, rw.empty_latent(MODEL, 32, 32), steps=6, denoise=0.4)
+    assert regional.schedule_steps(plain.node_params()) == int(6 / 0.4) == rw.plot.schedule_steps(plain)
+
+
+def test_ops_are_built_with_keywords():
+    with pytest.raises(TypeError):
+        regional.Op("base", 0)
+    op = regional.Op(kind="base", group=0)
+    assert op.phase == ("base", 0)
+
+
+def test_timeline_restore_at_and_replay():
+    s = make("faithful")
+    s.run()
+    states = [s.history[k] for k in range(len(s.history))]
+    timeline = Timeline()
+    timeline.start(states[0])
+    timeline.restore_at(states[5])
+    assert timeline.entries[1:5] == [None] * 4 and timeline.sealed == 5
+    ctx = s.engine.context(s.node_params())
+    replayed = timeline.snapshot_at(3, lambda state: s.engine.execute(ctx, s.ops, state))
+    assert torch.equal(replayed.latent, states[3].latent)
+    fresh = make("faithful")
+    fresh.restore_at(states[5])
+    assert fresh.cursor == 5 and torch.equal(fresh.latent, states[5].latent)
+    assert torch.equal(fresh.run(), s.result)
