@@ -29,12 +29,11 @@ from .sampling import masks as mask_ops
 from .sampling.call import check_flow_sigmas
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import as_model_sampling
-from .sampling.noise import BrownianTreeNoiseSampler, is_max_denoise
+from .sampling.noise import BrownianTreeNoiseSampler, StepNoise, is_max_denoise
 from .sampling.samplers import get_sampler, start as start_sampler, step as step_sampler
 from .sampling.schedules import ksampler_sigmas, sampler_sigmas, slice_sigmas
 
 OWN_GRID_SAMPLERS = ("dpm_fast", "dpm_adaptive")  # integrate on a grid of their own: fresh per step
-_STREAM = 0x9E3779B97F4A7C15  # mixes the step index into the run's seed
 
 
 def feather(mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -58,23 +57,6 @@ def regional_weights(masks, latent_hw, overlap_factor: int, active=None):
     total = sum(soft) if soft else torch.zeros(h, w)
     scale = torch.clamp(total, min=1.0)
     return [torch.clamp(1.0 - total, min=0.0)] + [m / scale for m in soft]
-
-
-class StepNoise:
-    """Fresh Gaussian draws for step i of a run; every part at that step gets the same draws."""
-
-    def __init__(self, like: torch.Tensor, seed: int, i: int):
-        self.like = like
-        self.generator = torch.Generator().manual_seed((seed * _STREAM + i + 1) % 2**64)
-
-    def __call__(self, sigma=None, sigma_next=None):
-        return torch.randn(self.like.shape, generator=self.generator, dtype=self.like.dtype).to(self.like.device)
-
-    def clone(self):
-        twin = StepNoise.__new__(StepNoise)
-        twin.like, twin.generator = self.like, torch.Generator()
-        twin.generator.set_state(self.generator.get_state())
-        return twin
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,11 @@ from .sampling import masks as mask_ops
 from .sampling.call import sampler_call
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
-from .sampling.noise import prepare_noise, touch_noise
+from .sampling.noise import SEED_2ND_MODES, prepare_noise, touch_noise
 from .sampling.recovery import sample_with_recovery
 from .sampling.samplers import SAMPLER_NAMES
 from .sampling.schedules import SCHEDULER_NAMES, sampler_sigmas
 
-SEED_2ND_MODES = ("ignore", "fixed", "seed+seed_2nd", "seed-seed_2nd", "increment", "decrement", "randomize")
 _SEED_WRAP = 2**50
 
 
