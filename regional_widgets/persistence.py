@@ -16,7 +16,7 @@ STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "ba
 
 
 def _region_class():
-    from .session import Region  # the session imports this module lazily; no cycle at import time
+    from .regions import Region
 
     return Region
 

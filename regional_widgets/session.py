@@ -12,94 +12,27 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import math
 import weakref
 from typing import Optional
 
-import numpy as np
 import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, validate
 from traitlets.utils.bunch import Bunch
 
-from . import regional
+from . import node_checks, regional
 from .coherent import COHERENT_ENGINE
 from .models.base import PromptCache
 from .timeline import History, Timeline, _Packed  # noqa: F401  (_Packed: tests look at packed entries)
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
 from .regional import FAITHFUL, FAITHFUL_ENGINE, NodeParams, Quirks, RegionParams, SamplerConfig, SEED_2ND_MODES
+from .regions import Region
 from .sampling import masks as mask_ops
 from .sampling import recovery
-from .sampling.flow_checks import check_sigma_factor
-from .sampling.noise import VARIATION_METHODS
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
 MODES = ("faithful", "coherent")
 __all__ = ["ParameterError", "Region", "RegionalSamplerSession", "regional_sampler", "regional_sampler_advanced"]
-
-
-class Region(HasTraits):
-    """One regional prompt: a mask at image resolution, its sampler and its variation noise.
-
-    The mask is stored as a read-only float32 copy (assign a new array to change it). A session
-    holding the region checks every new mask and config before it is stored (the mask's size
-    against the image size its latent implies, the prompts against its model).
-    """
-
-    mask = Value(accepted="a 2-D array or tensor with values in [0, 1]")
-    config = InstanceOf(SamplerConfig(), SamplerConfig)
-    variation_seed = Seed(0, label="var. seed")
-    variation_strength = StrictFloat(0.0, 0.0, 1.0, label="strength")
-    variation_method = Choice("linear", VARIATION_METHODS, label="method")
-
-    def __init__(self, mask, config: Optional[SamplerConfig] = None, variation_seed=0, variation_strength=0.0,
-                 variation_method="linear"):
-        self._guards: dict = {}  # owner -> check(region, name, value), run before a value is stored
-        super().__init__(mask=mask, config=config if config is not None else SamplerConfig(),
-                         variation_seed=variation_seed, variation_strength=variation_strength,
-                         variation_method=variation_method)
-
-    def _guarded(self, name, value):
-        for key, ref in list(self._guards.items()):
-            guard = ref()
-            if guard is None:
-                del self._guards[key]  # the session is gone
-            else:
-                guard(self, name, value)
-        return value
-
-    @validate("mask")
-    def _valid_mask(self, proposal):
-        try:
-            tensor = mask_ops.as_mask(proposal["value"], "mask")
-        except ValueError as err:
-            raise ParameterError(str(err)) from None
-        array = tensor.numpy().astype(np.float32, copy=True)
-        array.setflags(write=False)  # region.mask[...] = v would bypass every check
-        return self._guarded("mask", array)
-
-    @validate("config")
-    def _valid_config(self, proposal):
-        return self._guarded("config", proposal["value"])
-
-    @property
-    def mask_tensor(self) -> torch.Tensor:
-        """The mask as a float32 tensor (a copy: the stored mask stays read-only)."""
-        return torch.from_numpy(self.mask.copy())
-
-    @property
-    def is_empty(self) -> bool:
-        return not np.any(self.mask)
-
-    def resized(self, height: int, width: int) -> "Region":
-        """A copy of this region with its mask resized (bilinear, as the sampler resizes) to height x width."""
-        height, width = check_int(height, "height", 1, 2**16), check_int(width, "width", 1, 2**16)
-        mask = mask_ops.resize(torch.from_numpy(self.mask.copy()), height, width).clamp(0, 1)
-        return Region(mask.numpy(), self.config, self.variation_seed, self.variation_strength, self.variation_method)
-
-    def __repr__(self):
-        return (f"Region(mask={self.mask.shape}, config={self.config!r}, variation_seed={self.variation_seed}, "
-                f"variation_strength={self.variation_strength})")
 
 
 # Parameters whose change re-plans the run (back to the start); the others fork from the current sub-step.
@@ -177,7 +110,7 @@ class RegionalSamplerSession(HasTraits):
         self._timeline = Timeline()  # every state computed, for scrubbing
         self._engine = FAITHFUL_ENGINE  # the mode's engine (chosen again by every reset)
         self._ops, self._starts, self._ctx, self._state = [], [0], None, None
-        samples, batch_index = self._unpack_latent(latent)
+        samples, batch_index = node_checks.unpack_latent(latent)
         super().__init__(base=base if base is not None else SamplerConfig(), regions=list(regions),
                          latent_image=samples, **params)
         self._batch_index = None if batch_index is None else check_index_list(
@@ -198,57 +131,16 @@ class RegionalSamplerSession(HasTraits):
     def model(self):
         return self._model
 
-    def _unpack_latent(self, latent):
-        batch_index = None
-        if isinstance(latent, dict):
-            if "samples" not in latent:
-                raise ParameterError("latent: a dict latent needs a 'samples' tensor")
-            batch_index = latent.get("batch_index")
-            latent = latent["samples"]
-        return latent, batch_index
-
     @property
     def image_size(self) -> tuple:
         """(height, width) of the image the latent implies: every region mask has this size."""
-        return self._image_size(self.latent_image)
+        return node_checks.image_size(self.latent_image, self._model)
 
-    def _image_size(self, latent) -> Optional[tuple]:
-        shape = getattr(latent, "shape", ())
-        if len(shape) != 4:
-            return None
-        down = int(getattr(self._model, "downscale", 1))
-        return int(shape[-2]) * down, int(shape[-1]) * down
-
-    def _check_mask_size(self, mask, where, latent=None):
-        size = self._image_size(self.latent_image if latent is None else latent)
-        if size is not None and tuple(mask.shape) != size:
-            h, w = mask.shape
-            raise ParameterError(f"{where}mask: expected the image size the latent implies, {size[0]}x{size[1]} "
-                                 f"(height x width), got {h}x{w}; resize it on purpose with Region.resized()")
+    # ---- checks with the proposed value in place (node_checks.py) ---------------------------
 
     @validate("latent_image")
     def _valid_latent(self, proposal):
-        x = proposal["value"]
-        if isinstance(x, np.ndarray):
-            if x.dtype.kind != "f":
-                raise ParameterError(f"latent: expected a float tensor [B, C, h, w], got dtype {x.dtype}")
-            x = torch.from_numpy(np.array(x))
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-            raise ParameterError("latent: expected a float tensor [B, C, h, w] (or a dict with 'samples')")
-        if 0 in x.shape:
-            raise ParameterError(f"latent: expected a non-empty tensor [B, C, h, w] (every size at least 1), "
-                                 f"got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ParameterError("latent: expected finite values (found NaN or inf)")
-        channels = self._model.latent_channels
-        if x.shape[1] != channels:
-            if torch.count_nonzero(x) == 0:  # the reference's fix_empty_latent_channels
-                x = x.repeat(1, math.ceil(channels / x.shape[1]), 1, 1)[:, :channels]
-            else:
-                raise ParameterError(f"latent: expected {channels} channels for this model, got {x.shape[1]}")
-        if self._ready and self._batch_index is not None and x.shape[0] != len(self._batch_index):
-            raise ParameterError(f"latent: expected {len(self._batch_index)} batch items (one per batch_index), "
-                                 f"got {x.shape[0]}")
+        x = node_checks.check_latent(proposal["value"], self._model, self._batch_index if self._ready else None)
         self._check_regions(self._trait_values.get("regions", ()), latent=x)
         return x.clone()
 
@@ -258,15 +150,7 @@ class RegionalSamplerSession(HasTraits):
         return proposal["value"]
 
     def _check_prompts(self, config, where):
-        try:  # the reference's EPS-only option on a flow model (spec model_families.md §2.5)
-            check_sigma_factor(config.sigma_factor, self._model)
-        except ValueError as err:
-            raise ParameterError(f"{where}: {err}") from None
-        for prompt in (config.positive, config.negative):
-            try:
-                self._prompts.get(prompt, lambda: self._model.encode(prompt))
-            except ValueError as err:
-                raise ParameterError(f"{where}: {err}") from None
+        node_checks.check_prompts(config, self._model, self._prompts, where)
 
     @validate("regions")
     def _valid_regions(self, proposal):
@@ -277,23 +161,14 @@ class RegionalSamplerSession(HasTraits):
         return regions
 
     def _check_regions(self, regions, latent=None):
-        """Regions, one mask shape, the image size ``latent`` (default: the session's) implies."""
-        shape = None
-        for j, region in enumerate(regions, 1):
-            if not isinstance(region, Region):
-                raise ParameterError(f"regions: item {j} must be a Region, got {type(region).__name__}")
-            if shape is not None and region.mask.shape != shape:
-                raise ParameterError(f"regions: every mask must have one shape; region 1 is {shape}, "
-                                     f"region {j} is {region.mask.shape}")
-            shape = region.mask.shape
-        for j, region in enumerate(regions, 1):
-            self._check_mask_size(region.mask, f"region {j}: ", latent=latent)
+        latent = self.latent_image if latent is None else latent
+        node_checks.check_regions(regions, node_checks.image_size(latent, self._model))
 
     def _guard_region(self, region, name, value):
         """Checks a region's new mask or config before the region stores it."""
         j = next((k for k, r in enumerate(self.regions, 1) if r is region), 0)
         if name == "mask":
-            self._check_mask_size(value, f"region {j}: ")
+            node_checks.check_mask_size(value, self.image_size, f"region {j}: ")
         elif name == "config":
             self._check_prompts(value, f"region {j}")
 
@@ -305,20 +180,8 @@ class RegionalSamplerSession(HasTraits):
         return proposal["value"]
 
     def _check_run(self, **proposed):
-        """Cross-parameter checks with ``proposed`` values in place (single values are checked by their traits)."""
-        p = {name: proposed[name] if name in proposed else getattr(self, name)
-             for name in ("steps", "start_at_step", "end_at_step", "denoise")}
-        if self.node == "RegionalSamplerAdvanced":
-            end = min(p["steps"], p["end_at_step"])
-            if p["start_at_step"] >= end:
-                raise ParameterError(f"start_at_step: expected less than min(steps, end_at_step) = {end}, "
-                                     f"got {p['start_at_step']}")
-        else:
-            total = int(p["steps"] / p["denoise"])
-            if total > MAX_STEPS:
-                raise ParameterError(f"denoise: steps / denoise = {p['steps']} / {p['denoise']!r} = {total} schedule "
-                                     f"steps, over the maximum {MAX_STEPS}; expected denoise >= "
-                                     f"{p['steps'] / MAX_STEPS:g} for {p['steps']} steps")
+        names = ("steps", "start_at_step", "end_at_step", "denoise")
+        node_checks.check_run(self.node, **{n: proposed[n] if n in proposed else getattr(self, n) for n in names})
 
     # ---- planning and change tracking --------------------------------------------------------
 
