@@ -22,7 +22,7 @@ from traitlets.utils.bunch import Bunch
 from . import node_checks, regional
 from .coherent import COHERENT_ENGINE
 from .models.base import PromptCache
-from .timeline import History, Timeline, _Packed  # noqa: F401  (_Packed: tests look at packed entries)
+from .timeline import History, Timeline
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
 from .regional import FAITHFUL, FAITHFUL_ENGINE, NodeParams, Quirks, RegionParams, SamplerConfig, SEED_2ND_MODES
@@ -377,9 +377,10 @@ class RegionalSamplerSession(HasTraits):
         return self._timeline.snapshot_at(cursor, self._execute)
 
     @property
-    def _history(self) -> list:
-        """The timeline's entries (read-only use: tests and the arena benchmark look at what is kept)."""
-        return self._timeline.entries
+    def timeline(self) -> Timeline:
+        """The run's kept states (`timeline.Timeline`: ``entries[k]`` is the state after k sub-steps,
+        `timeline.Packed` in the arena, or None where evicted). For inspection only: the session changes it."""
+        return self._timeline
 
     def _atomic(self, fn):
         saved = self._internal()
@@ -507,11 +508,6 @@ class RegionalSamplerSession(HasTraits):
         from .persistence import load_session
 
         return load_session(cls, path, model)
-
-    def _comfy_description(self, checkpoint) -> dict:
-        from .persistence import comfy_description
-
-        return comfy_description(self, checkpoint)
 
     def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
         """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.

@@ -52,8 +52,8 @@ def describe(session) -> tuple:
     """``(doc, arrays)``: the session's settings as JSON-able data and its latent and masks as arrays."""
     doc = {"node": session.node, "mode": session.mode, "parameters": _plain(session.parameters()),
            "base": session.base.to_dict(), "quirks": session.quirks.to_dict(),
-           # not public on the session; a dict latent's batch_index changes the noise, so it travels too
-           "batch_index": getattr(session, "_batch_index", None),
+           # a dict latent's batch_index changes the noise, so it travels too
+           "batch_index": session.batch_index,
            "regions": [{"config": r.config.to_dict(), "variation_seed": r.variation_seed,
                         "variation_strength": r.variation_strength, "variation_method": r.variation_method}
                        for r in session.regions]}

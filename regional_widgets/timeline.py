@@ -16,10 +16,10 @@ import torch
 
 from .arena import Arena, Slot
 
-__all__ = ["History", "Timeline"]
+__all__ = ["History", "Packed", "Timeline"]
 
 
-class _Packed:
+class Packed:
     """A history entry whose tensors live in arena slots (`Slot`); `Timeline.entry` copies them out."""
 
     __slots__ = ("tree",)
@@ -79,7 +79,7 @@ class Timeline:
     def entry(self, k: int):
         """Entry ``k`` as a live state (None where evicted); packed entries are copied out."""
         entry = self.entries[k]
-        return _unpack(entry) if isinstance(entry, _Packed) else entry
+        return _unpack(entry) if isinstance(entry, Packed) else entry
 
     def after(self, state):
         """The kept state one sub-step after ``state``, or None (not computed, or evicted)."""
@@ -110,13 +110,13 @@ class Timeline:
         self.entries.append(state)
         # the last two states stay as they are; older ones move into the arena (see arena.py)
         k = len(self.entries) - 3
-        if k >= 0 and self.entries[k] is not None and not isinstance(self.entries[k], _Packed):
+        if k >= 0 and self.entries[k] is not None and not isinstance(self.entries[k], Packed):
             self.entries[k] = self._pack(self.entries[k])
         if self.nbytes > limit:
             self._evict(limit, starts)
             self.nbytes = history_nbytes(self.entries)
 
-    def _pack(self, state) -> _Packed:
+    def _pack(self, state) -> Packed:
         """The state with its tensors copied into arena slots (tensors it shares with the state
         packed before it share their slots too)."""
         previous, memo = self._pack_memo, {}
@@ -127,7 +127,7 @@ class Timeline:
                 slot = hit[1] if hit is not None and hit[0]() is t else self.arena.store(t)
                 memo[id(t)] = (weakref.ref(t), t if slot is None else slot)
             return memo[id(t)][1]
-        packed = _Packed(_map_tensors(state, store))
+        packed = Packed(_map_tensors(state, store))
         self._pack_memo = memo
         return packed
 
@@ -171,7 +171,7 @@ class History:
         return [s for s in self._starts() if s < len(self)]
 
 
-def _unpack(packed: _Packed):
+def _unpack(packed: Packed):
     copies = {}
 
     def load(leaf):
@@ -213,7 +213,7 @@ def _map_tensors(value, fn):
 def _leaves_of(value):
     """Every tensor (or arena slot) an entry holds, including coherent mode's composite, outputs and
     sampler memory."""
-    if isinstance(value, _Packed):
+    if isinstance(value, Packed):
         value = value.tree
     if isinstance(value, (torch.Tensor, Slot)):
         yield value

@@ -12,6 +12,7 @@ import torch
 import regional_widgets as rw
 from regional_widgets.io.comfy import ComfyWorkflowError, build_workflow, parse_workflow
 from regional_widgets.models.base import with_model_sampling
+from regional_widgets.persistence import comfy_description
 from regional_widgets.sampling.model_sampling import ModelSamplingFlux, flux_shift
 from tests.io import test_comfy
 
@@ -75,7 +76,7 @@ def test_flux_mu_travels_as_model_sampling_flux():
     for mu, on_the_line in ((flux_shift(64, 64), True), (0.8, False)):
         model = with_model_sampling(FLOW, ModelSamplingFlux(mu))
         s = session(model)
-        description = s._comfy_description("flux.safetensors")
+        description = comfy_description(s, "flux.safetensors")
         graph, _ = build_workflow(description)
         test_comfy.validate_graph(graph)
         (patch,) = nodes_of(graph, "ModelSamplingFlux")
@@ -89,21 +90,21 @@ def test_flux_mu_travels_as_model_sampling_flux():
         assert abs(got - mu) < 1e-12 and parsed["model_sampling"]["class_type"] == "ModelSamplingFlux"
     assert model.spec is None and FLOW.spec is not None  # a Flux-sampled toy is not a constructor's model
     default = with_model_sampling(FLOW, ModelSamplingFlux(1.15))
-    graph, _ = build_workflow(session(default)._comfy_description("flux.safetensors"))
+    graph, _ = build_workflow(comfy_description(session(default), "flux.safetensors"))
     assert not nodes_of(graph, "ModelSamplingFlux")
 
 
 def test_eps_and_pixel_flow_exports_are_unchanged(tmp_path):
     eps = rw.models.ToyWorld(n_exemplars=60, image_size=64)
-    graph, _ = build_workflow(session(eps)._comfy_description("m.safetensors"))
-    flow, _ = build_workflow(session(FLOW_PIXELS)._comfy_description("m.safetensors"))
+    graph, _ = build_workflow(comfy_description(session(eps), "m.safetensors"))
+    flow, _ = build_workflow(comfy_description(session(FLOW_PIXELS), "m.safetensors"))
     assert graph == flow and nodes_of(graph, "EmptyLatentImage")  # shift 3 is the checkpoint's own
     assert "model_sampling" not in parse_workflow(graph) and "node" not in parse_workflow(graph)["latent"]
 
 
 def test_a_hand_written_flux_workflow_imports(tmp_path):
     s = session(FLOW)
-    graph, masks = build_workflow(s._comfy_description("flux1-dev.safetensors"))
+    graph, masks = build_workflow(comfy_description(s, "flux1-dev.safetensors"))
     ckpt = nodes_of(graph, "CheckpointLoaderSimple")[0]
     graph["90"] = {"class_type": "ModelSamplingFlux", "inputs": {"model": [ckpt, 0], "max_shift": 1.15,
                                                                  "base_shift": 0.5, "width": 512, "height": 512}}

@@ -27,8 +27,8 @@ def snapshot(session) -> dict:
     out["_ops"] = [op.phase for op in session.ops]
     out["_cursor"] = session.cursor
     out["_history_len"] = len(session.history)
-    out["_history_kept"] = [entry is not None for entry in session._history]
-    out["_batch_index"] = session._batch_index
+    out["_history_kept"] = [entry is not None for entry in session.timeline.entries]
+    out["_batch_index"] = session.batch_index
     return out
 
 

@@ -8,7 +8,7 @@ import torch
 
 import regional_widgets as rw
 from regional_widgets.arena import MIN_BYTES, Arena, Slot
-from regional_widgets.session import _Packed
+from regional_widgets.timeline import Packed
 
 MODEL = rw.models.ToyWorld(n_exemplars=60, image_size=64)  # 48 KB latents: over MIN_BYTES
 BASE = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
@@ -65,9 +65,9 @@ def test_scrubbing_through_packed_and_evicted_snapshots_is_bitwise_exact(mode):
     small = make(mode)
     small.history_limit = 8 * small.latent_image.numel() * 4 * 3
     small.run()
-    assert None in small._history and any(isinstance(x, Slot) for e in small._history if isinstance(e, _Packed)
-                                          for x in vars_of(e.tree))
-    assert all(isinstance(e, _Packed) for e in full._history[:-2])  # all but the last two live in the arena
+    kept = small.timeline.entries
+    assert None in kept and any(isinstance(x, Slot) for e in kept if isinstance(e, Packed) for x in vars_of(e.tree))
+    assert all(isinstance(e, Packed) for e in full.timeline.entries[:-2])  # all but the last two live in the arena
     for k in [3, 0, 7, 1, full.num_steps, 5]:
         small.goto(k)
         full.goto(k)
@@ -82,12 +82,12 @@ def test_tensors_that_states_share_share_one_slot():
     s = make()
     s.history_limit = 2**40
     s.run()
-    entries = [e.tree for e in s._history if isinstance(e, _Packed)]
+    entries = [e.tree for e in s.timeline.entries if isinstance(e, Packed)]
     # a region call keeps the composite (base_latent) of the state before it: one slot for both
     pairs = [(a, b) for a, b in zip(entries, entries[1:]) if isinstance(b.base_latent, Slot)]
     assert pairs and any(a.base_latent is b.base_latent for a, b in pairs)
     slots = {id(x): x for e in entries for x in vars_of(e) if isinstance(x, Slot)}
-    live = s._history[-2:]
+    live = s.timeline.entries[-2:]
     tensors = {id(t): t for e in live for t in vars_of(e) if isinstance(t, torch.Tensor)}
     assert s.history.nbytes == sum(x.nbytes for x in slots.values()) + sum(
         t.nelement() * t.element_size() for t in tensors.values())

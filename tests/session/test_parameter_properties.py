@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import regional_widgets as rw
-from regional_widgets import params
+from regional_widgets import node_checks, params
 from regional_widgets.session import _FORKING, _STRUCTURAL, ParameterError, Region, RegionalSamplerSession
 
 from .snapshots import changed, snapshot
@@ -90,7 +90,8 @@ def assert_all_valid(s):
         if name != "mask":
             assert trait.check(value) == value, name
     assert s.regions[0].mask.shape == (N, N) and not s.regions[0].mask.flags.writeable
-    s._check_run()  # the cross-parameter rules hold too
+    steps = {n: getattr(s, n) for n in ("steps", "start_at_step", "end_at_step", "denoise")}
+    node_checks.check_run(s.node, **steps)  # the cross-parameter rules hold too
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -70,7 +70,7 @@ def test_history_is_memory_bounded_and_still_exact():
     small.history_limit = 4 * small.latent_image.numel() * 4 * 3
     small.run()
     assert small.history.nbytes <= small.history_limit + 3 * 8 * small.latent_image.numel() * 4
-    assert None in small._history  # something was evicted
+    assert None in small.timeline.entries  # something was evicted
     for k in range(small.num_steps + 1):
         small.goto(k)
         full.goto(k)
