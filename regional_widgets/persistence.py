@@ -3,7 +3,7 @@
 The file formats live in `io/` (plain data in and out, never the session); here a session's data
 is handed to them and a session is built from what they read, through the session's public API
 (`RegionalSamplerSession.state`, `.engine`, `.restore_at`). The session's `save`, `load`,
-`to_comfy`, `save_png` and `from_comfy` call these.
+`to_comfy`, `save_png` and `from_comfy` (`SessionFiles`, a base class of the session) call these.
 """
 from __future__ import annotations
 
@@ -168,3 +168,53 @@ def session_from_comfy(cls, source, model, mask_folder=None, node_id=None, missi
     session.comfy_report = report
     session.status = report_warnings(report)
     return session
+
+
+class SessionFiles:
+    """The session's file methods (a base class of `RegionalSamplerSession`): each calls a function above."""
+
+    def save(self, path):
+        """Write the session to a folder: parameters JSON, masks npz (exact floats), latents safetensors.
+
+        The state at the current sub-step is saved too, so load -> continue equals never stopping.
+        """
+        save_session(self, path)
+
+    @classmethod
+    def load(cls, path, model) -> "RegionalSamplerSession":
+        """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
+        (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
+        return load_session(cls, path, model)
+
+    def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
+        """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.
+
+        ``format``: ``"api"`` (ComfyUI's API format) or ``"ui"`` (the editor's format, laid out left
+        to right, masks as ``LoadImageMask`` nodes). ``checkpoint`` stands in for this session's
+        model. Masks are 8-bit (``round(mask * 255)``, read with ``LoadImageMask`` channel red).
+        Raises `io.comfy.ComfyWorkflowError` for what the nodes cannot express: coherent mode,
+        quirks switched off, a latent that is not empty or has a batch_index, no regions, an image
+        size EmptyLatentImage cannot take. Returns the paths (the JSON first).
+        """
+        return write_comfy(self, path, checkpoint, format)
+
+    def save_png(self, path, checkpoint="model.safetensors") -> list:
+        """Write the image (the result decoded by the model; before the run ends, the current latent;
+        a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
+        ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
+        return write_comfy_png(self, path, checkpoint)
+
+    @classmethod
+    def from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"
+                   ) -> "RegionalSamplerSession":
+        """A session from a ComfyUI workflow: an API-format or editor (UI-format) JSON, or a ComfyUI PNG
+        (its ``prompt`` chunk, else ``workflow``); a path, or the file's bytes (then ``mask_folder``
+        is needed). ``model`` stands in for its checkpoint. ``node_id`` picks the regional sampler
+        node when there are several. Mask PNGs are read from ``mask_folder`` (default: the file's
+        folder); ``missing_masks="empty"`` starts a region whose mask file is missing empty.
+
+        What could not be mapped (a skipped LoRA loader, a missing mask, ignored widget values) is
+        reported as `io.comfy_files.ComfyImportWarning` warnings, in ``status`` and in
+        ``comfy_report`` (a dict, see `io.comfy_files.read_source`).
+        """
+        return session_from_comfy(cls, source, model, mask_folder, node_id, missing_masks)

@@ -23,6 +23,7 @@ from . import node_checks, regional
 from .coherent import COHERENT_ENGINE
 from .models.base import PromptCache
 from .timeline import History, Timeline
+from .persistence import SessionFiles
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
 from .regional import FAITHFUL, FAITHFUL_ENGINE, NodeParams, Quirks, RegionParams, SamplerConfig, SEED_2ND_MODES
@@ -44,7 +45,7 @@ _REGION_TRAITS = ("mask", "config", "variation_seed", "variation_strength", "var
 _PARAMETERS = frozenset(_STRUCTURAL + _FORKING + ("regions", "history_limit"))
 
 
-class RegionalSamplerSession(HasTraits):
+class RegionalSamplerSession(SessionFiles, HasTraits):
     """Reproduces ``RegionalSamplerAdvanced`` (default) or ``RegionalSampler`` one sub-step at a time.
 
     Every parameter is a `params` trait: a rejected value raises `ParameterError` and changes
@@ -475,7 +476,7 @@ class RegionalSamplerSession(HasTraits):
     def history(self) -> "History":
         return History(self._timeline, self._execute, lambda: self._starts)
 
-    # ---- persistence (persistence.py: the io helpers with this session's data) -----------------
+    # ---- what persistence.py reads (save, load, to_comfy, save_png, from_comfy: persistence.SessionFiles) ---
 
     @property
     def state(self) -> regional.RunState:
@@ -491,62 +492,6 @@ class RegionalSamplerSession(HasTraits):
     def batch_index(self) -> Optional[list]:
         """The latent's batch_index (None: 0..B-1)."""
         return self._batch_index
-
-    def save(self, path):
-        """Write the session to a folder: parameters JSON, masks npz (exact floats), latents safetensors.
-
-        The state at the current sub-step is saved too, so load -> continue equals never stopping.
-        """
-        from .persistence import save_session
-
-        save_session(self, path)
-
-    @classmethod
-    def load(cls, path, model) -> "RegionalSamplerSession":
-        """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
-        (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
-        from .persistence import load_session
-
-        return load_session(cls, path, model)
-
-    def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
-        """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.
-
-        ``format``: ``"api"`` (ComfyUI's API format) or ``"ui"`` (the editor's format, laid out left
-        to right, masks as ``LoadImageMask`` nodes). ``checkpoint`` stands in for this session's
-        model. Masks are 8-bit (``round(mask * 255)``, read with ``LoadImageMask`` channel red).
-        Raises `io.comfy.ComfyWorkflowError` for what the nodes cannot express: coherent mode,
-        quirks switched off, a latent that is not empty or has a batch_index, no regions, an image
-        size EmptyLatentImage cannot take. Returns the paths (the JSON first).
-        """
-        from .persistence import write_comfy
-
-        return write_comfy(self, path, checkpoint, format)
-
-    def save_png(self, path, checkpoint="model.safetensors") -> list:
-        """Write the image (the result decoded by the model; before the run ends, the current latent;
-        a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
-        ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
-        from .persistence import write_comfy_png
-
-        return write_comfy_png(self, path, checkpoint)
-
-    @classmethod
-    def from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"
-                   ) -> "RegionalSamplerSession":
-        """A session from a ComfyUI workflow: an API-format or editor (UI-format) JSON, or a ComfyUI PNG
-        (its ``prompt`` chunk, else ``workflow``); a path, or the file's bytes (then ``mask_folder``
-        is needed). ``model`` stands in for its checkpoint. ``node_id`` picks the regional sampler
-        node when there are several. Mask PNGs are read from ``mask_folder`` (default: the file's
-        folder); ``missing_masks="empty"`` starts a region whose mask file is missing empty.
-
-        What could not be mapped (a skipped LoRA loader, a missing mask, ignored widget values) is
-        reported as `io.comfy_files.ComfyImportWarning` warnings, in ``status`` and in
-        ``comfy_report`` (a dict, see `io.comfy_files.read_source`).
-        """
-        from .persistence import session_from_comfy
-
-        return session_from_comfy(cls, source, model, mask_folder, node_id, missing_masks)
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""
