@@ -194,6 +194,11 @@ class RegionalSamplerSession(SessionFiles, HasTraits):
         return NodeParams(model=self._model, regions=regions, node=self.node, batch_index=self._batch_index,
                           **{n: getattr(self, n) for n in names})
 
+    @property
+    def context(self):
+        """The engine's run context for the current settings (masks, parts, schedule); built on first use."""
+        return self._context()
+
     def _context(self):
         if self._ctx is None:
             self._ctx = self._engine.context(self.node_params(), self._prompts, self._grow_cache)

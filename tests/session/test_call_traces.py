@@ -49,7 +49,7 @@ def test_sub_steps_make_the_reference_call_sequence(header, monkeypatch):
     real_call, real_composite = regional.sampler_call, masks_module.composite
 
     def logging_call(denoise, latent, **kw):
-        ctx = session._context()
+        ctx = session.context
         who = ["BASE", "R1", "R2"][[p.denoise for p in ctx.parts].index(denoise)]
         mask = kw["noise_mask"]
         where = "none" if mask is None else "inv" if mask is ctx.inv else "region"

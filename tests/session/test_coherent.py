@@ -99,7 +99,7 @@ def test_a_cfg_pp_region_over_the_whole_image_is_a_plain_cfg_pp_run(sampler):
     s = rw.RegionalSamplerSession(MODEL, rw.empty_latent(MODEL, 32, 32), base=BASE, regions=[whole], steps=6,
                                   mode="coherent", noise_seed=3, overlap_factor=1)
     got = s.run()
-    sigmas = s._context().plan.sigmas
+    sigmas = s.context.plan.sigmas
     latent = s.latent_image
     x = noise_scaling(sigmas[0], prepare_noise(latent, 3), latent, is_max_denoise(MODEL.sigmas[-1], sigmas[0]))
     denoise = cfg_denoiser(MODEL, MODEL.encode("grass"), MODEL.encode(""), 2.0)

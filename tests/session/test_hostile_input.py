@@ -184,7 +184,7 @@ def test_the_overlap_factor_is_bounded_and_the_largest_is_fast():
             r"overlap_factor: expected an integer in 0\.\.10000, got 10001")
     s.overlap_factor = 10000  # the reference's largest: instant, everything is grown to the whole picture
     s.step()
-    assert all(bool(m.all()) for m in s._context().region_masks[1:])
+    assert all(bool(m.all()) for m in s.context.region_masks[1:])
 
 
 def test_batch_index_is_bounded_by_the_batch_and_a_documented_maximum():

@@ -281,8 +281,8 @@ def test_quirk_switches_each_turn_one_behaviour_off():
     swapped = rw.RegionalSamplerSession(small_model, latent, base=BASE, regions=[region], steps=3)
     straight = rw.RegionalSamplerSession(small_model, latent, base=BASE, regions=[rw.Region(wide)], steps=3,
                                          quirks=Quirks(mask_wh_swap=False))
-    assert swapped._context().region_masks[1].shape == (32, 16)
-    assert straight._context().region_masks[1].shape == (16, 32)
+    assert swapped.context.region_masks[1].shape == (32, 16)
+    assert straight.context.region_masks[1].shape == (16, 32)
 
 
 def test_regional_sampler_renoise_switch():
