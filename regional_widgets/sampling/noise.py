@@ -168,13 +168,22 @@ SEED_2ND_MODES = ("ignore", "fixed", "seed+seed_2nd", "seed-seed_2nd", "incremen
 
 
 def _slerp(strength: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation per batch item, as the reference mixes variation noise.
+
+    Deliberate difference: where the two draws are parallel (the same seed for the noise and the
+    variation, so ``sin(omega) == 0``) the reference divides 0 by 0 and returns NaN; here the
+    weights take their limit ``(1 - strength, strength)``. A rounded cosine just above 1 is
+    clamped for the same reason. Every other case is the reference's arithmetic unchanged.
+    """
     flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     cos = (flat_a / flat_a.norm(dim=1, keepdim=True) * flat_b / flat_b.norm(dim=1, keepdim=True)).sum(1)
-    omega = torch.acos(cos)
+    omega = torch.acos(cos.clamp(-1.0, 1.0))
     so = torch.sin(omega)
-    wa = (torch.sin((1.0 - strength) * omega) / so).reshape(-1, *([1] * (a.ndim - 1)))
-    wb = (torch.sin(strength * omega) / so).reshape(-1, *([1] * (a.ndim - 1)))
-    return wa * a + wb * b
+    parallel = so == 0
+    wa = torch.where(parallel, torch.full_like(so, 1.0 - strength), torch.sin((1.0 - strength) * omega) / so)
+    wb = torch.where(parallel, torch.full_like(so, float(strength)), torch.sin(strength * omega) / so)
+    shape = (-1, *([1] * (a.ndim - 1)))
+    return wa.reshape(shape) * a + wb.reshape(shape) * b
 
 
 def touch_noise(noise: torch.Tensor, mask: torch.Tensor, seed: int, strength: float, method: str = "linear",

@@ -130,3 +130,21 @@ def test_step_noise_is_the_default_sampler_on_a_cpu_stream_per_step():
     twin = ns.clone()
     assert type(twin) is StepNoise and torch.equal(twin(), second) and torch.equal(ns(), second)
     assert not torch.equal(StepNoise(x, 7, 3)(), first)
+
+
+def test_slerp_variation_is_the_spherical_formula_and_finite_for_equal_seeds():
+    from regional_widgets.sampling.noise import _slerp
+    a = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    b = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    for s in (0.0, 0.3, 1.0):
+        out = _slerp(s, a, b)
+        for k in range(2):  # the closed form, per batch item, in float64
+            x, y = a[k].double().flatten(), b[k].double().flatten()
+            w = torch.acos((x / x.norm()) @ (y / y.norm()))
+            expect = (torch.sin((1 - s) * w) * x + torch.sin(s * w) * y) / torch.sin(w)
+            assert torch.allclose(out[k].double().flatten(), expect, atol=1e-5)
+    # the same seed for noise and variation: parallel draws, the limit of the weights, not NaN
+    same = _slerp(0.4, a, a.clone())
+    assert torch.isfinite(same).all()
+    assert torch.allclose(same, a, atol=1e-6)
+    assert torch.allclose(_slerp(1.0, a, 2 * a), 2 * a, atol=1e-5)
