@@ -20,11 +20,11 @@ on a GPU cluster from the cells' model-call counts (assumptions printed).
 
 Run it on a quiet machine (``uptime`` load < 1.5 on 2 cores): the script prints the load.
 
-Measured 2026-11-30 on the shared 2-core machine, 24 cells, load 1.45 at the start and 2.1 at the
-end (other engineers' tests started during the run; the later rows saw more of it):
-serial 22.6 s (1.06 cells/s); pool (fresh) 17.3 s (1.30x: 7.2 s of it is the workers' start);
-pool (warm) 10.1 s (2.23x); dask (warm) 13.3 s (1.70x, 167 ms overhead per cell, an upper bound:
-it includes the idle tail and the rising load). Same bits on every executor.
+Measured 2026-11-30 on the 2-core machine, 24 cells, load 0.66 at the start (1.67 at the end):
+serial 25.2 s (0.95 cells/s); pool (fresh) 14.3 s (1.76x, ~1.9 s of it the workers' start);
+pool (warm) 12.4 s (2.03x); dask (warm) 14.3 s (1.77x, 137 ms overhead per cell). Same bits on
+every executor. (Earlier, under load 1.45-2.1 from other test runs: fresh pool 1.30x with a 7.2 s
+start, warm pool 2.23x, dask 1.70x.)
 """
 from __future__ import annotations
 
