@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
+import diffusers  # noqa: E402,F401  the diffusers extra, installed by make test: never skipped
+import transformers  # noqa: E402,F401
 
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline  # noqa: E402
 
@@ -28,7 +28,7 @@ from regional_widgets.sampling.model_sampling import (ModelSamplingDiscreteFlow,
 from regional_widgets.sampling.samplers import sample  # noqa: E402
 from regional_widgets.sampling.schedules import calculate_sigmas  # noqa: E402
 
-from .tiny_families import flux_pipeline, relative_error, saved  # noqa: E402
+from .tiny_families import TransformerCalls, flux_pipeline, relative_error, saved  # noqa: E402
 
 FIXTURES = json.loads((Path(__file__).parents[1] / "data" / "family_fixtures.json").read_text())
 
@@ -41,20 +41,6 @@ def pipe(flux_folder):
 @pytest.fixture(scope="module")
 def model(flux_folder):
     return DiffusersModel.from_pretrained(flux_folder[1])
-
-
-class TransformerCalls:
-    def __init__(self, transformer):
-        self.calls = []
-        self.handle = transformer.register_forward_pre_hook(
-            lambda m, args, kwargs: self.calls.append({k: v for k, v in kwargs.items() if torch.is_tensor(v)}),
-            with_kwargs=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 def test_folder_is_recognised_with_flux_sampling_and_latent_format(model):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
+import diffusers  # noqa: E402,F401  the diffusers extra, installed by make test: never skipped
+import transformers  # noqa: E402,F401
 
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline  # noqa: E402
 
@@ -27,7 +27,7 @@ from regional_widgets.sampling.model_sampling import ModelSamplingDiscreteFlow  
 from regional_widgets.sampling.samplers import sample  # noqa: E402
 from regional_widgets.sampling.schedules import calculate_sigmas  # noqa: E402
 
-from .tiny_families import relative_error  # noqa: E402
+from .tiny_families import TransformerCalls, relative_error  # noqa: E402
 
 FIXTURES = json.loads((Path(__file__).parents[1] / "data" / "family_fixtures.json").read_text())
 
@@ -40,20 +40,6 @@ def pipe(sd3_folder):
 @pytest.fixture(scope="module")
 def model(sd3_folder):
     return DiffusersModel.from_pretrained(sd3_folder[1])
-
-
-class TransformerCalls:
-    def __init__(self, transformer):
-        self.calls = []
-        self.handle = transformer.register_forward_pre_hook(
-            lambda m, args, kwargs: self.calls.append({k: v for k, v in kwargs.items() if torch.is_tensor(v)}),
-            with_kwargs=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 def test_folder_is_recognised_with_flow_sampling_and_latent_format(model):

@@ -128,3 +128,19 @@ def saved(pipe, folder):
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+class TransformerCalls:
+    """Records the tensor keyword arguments of every forward call of a transformer, while in a with-block."""
+
+    def __init__(self, transformer):
+        self.calls = []
+        self.handle = transformer.register_forward_pre_hook(
+            lambda m, args, kwargs: self.calls.append({k: v for k, v in kwargs.items() if torch.is_tensor(v)}),
+            with_kwargs=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
