@@ -3,7 +3,7 @@ from . import models, plot
 from .compare import compare, detail_ratios
 from .models import empty_latent
 from .params import ParameterError
-from .regional import Quirks, SamplerConfig
+from .node_params import Quirks, SamplerConfig
 from .session import Region, RegionalSamplerSession, regional_sampler, regional_sampler_advanced
 from .sweep import Sweep, sweep  # the function shadows the module name: `rw.sweep(...)`
 

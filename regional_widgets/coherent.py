@@ -1,6 +1,6 @@
 """Coherent mode: regional sampling that keeps every sampler's detail, order and noise.
 
-The faithful loop (regional.py) steps each region from a latent the base call already moved, in
+The faithful loop (faithful.py) steps each region from a latent the base call already moved, in
 1-step calls that forget multistep history and reuse one noise draw. Here instead, at step i the
 base and every region start from the same composite ``x_i`` at ``sigma_i`` (the base schedule's
 grid), each advances its own full-latent copy one step with its own sampler and keeps its own
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from .models.base import PromptCache, batched_cfg, latent_format, process_in, process_out
-from .regional import NodeParams, Op, RunState, make_noise
+from .faithful import RunState, make_noise
+from .node_params import NodeParams
+from .program import Op
 from .sampling import masks as mask_ops
 from .sampling.call import check_flow_sigmas
 from .sampling.latent_formats import LatentFormat
@@ -281,7 +283,7 @@ def grid(params: NodeParams) -> torch.Tensor:
 
 
 class CoherentEngine:
-    """Coherent mode behind the engine interface of `regional.FaithfulEngine`."""
+    """Coherent mode behind the engine interface of `faithful.FaithfulEngine`."""
 
     name = "coherent"
     replans_on = frozenset({"base"})  # the one sigma grid comes from the base sampler: a new run

@@ -14,7 +14,7 @@ import torch
 
 from . import coherent
 from .models.base import cfg_denoiser, latent_format, process_in
-from .regional import schedule_steps
+from .node_params import schedule_steps
 from .sampling import masks as mask_ops
 from .sampling.model_sampling import as_model_sampling
 from .sampling.noise import is_max_denoise, prepare_noise

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .regional import Quirks, RunState, SamplerConfig
+from .faithful import RunState
+from .node_params import Quirks, SamplerConfig
 from .sampling.model_sampling import as_model_sampling
 
 STATE_TENSORS = ("latent", "base_latent", "denoised", "result", "sigma_map", "base_sigma_map", "times_map")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .regional import schedule_steps  # the one "steps for this node" rule (rw.plot.schedule_steps too)
+from .node_params import schedule_steps  # the one "steps for this node" rule (rw.plot.schedule_steps too)
 
 
 def rgb(model, latent: torch.Tensor, full: bool = False) -> np.ndarray:

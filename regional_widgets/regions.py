@@ -13,7 +13,7 @@ import torch
 from traitlets import HasTraits, validate
 
 from .params import Choice, InstanceOf, ParameterError, Seed, StrictFloat, Value, check_int
-from .regional import SamplerConfig
+from .node_params import SamplerConfig
 from .sampling import masks as mask_ops
 from .sampling.noise import VARIATION_METHODS
 

@@ -1,8 +1,8 @@
 """RegionalSamplerSession: the reference regional sampler, observable and steppable.
 
 The session owns every parameter and the state between sub-steps. It holds one engine (the mode's:
-`regional.FaithfulEngine` or `coherent.CoherentEngine`), which plans the node's program of sub-steps
-from a frozen `regional.NodeParams` and runs them one at a time with a pure executor; the session
+`faithful.FaithfulEngine` or `coherent.CoherentEngine`), which plans the node's program of sub-steps
+from a frozen `node_params.NodeParams` and runs them one at a time with a pure executor; the session
 records each state in its `timeline.Timeline` and publishes it as traits, so widgets only observe.
 A sub-step computes its new state first and assigns all traits before notifying: a failure leaves
 the session as it was. Files: `persistence.py`.
@@ -19,14 +19,16 @@ import torch
 from traitlets import Any, Bool, Float, HasTraits, Int, Unicode, observe, validate
 from traitlets.utils.bunch import Bunch
 
-from . import node_checks, regional
+from . import faithful, node_checks, program
 from .coherent import COHERENT_ENGINE
 from .models.base import PromptCache
 from .timeline import History, Timeline
 from .persistence import SessionFiles
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
-from .regional import FAITHFUL, FAITHFUL_ENGINE, NodeParams, Quirks, RegionParams, SamplerConfig, SEED_2ND_MODES
+from .faithful import FAITHFUL_ENGINE
+from .node_params import FAITHFUL, NodeParams, Quirks, RegionParams, SamplerConfig
+from .sampling.noise import SEED_2ND_MODES
 from .regions import Region
 from .sampling import masks as mask_ops
 from .sampling import recovery
@@ -76,7 +78,7 @@ class RegionalSamplerSession(SessionFiles, HasTraits):
     additional_mode = Choice("ratio between", lambda: recovery.ADDITIONAL_MODES, label="recovery")
     additional_sampler = Choice("AUTO", lambda: recovery.ADDITIONAL_SAMPLERS, label="recovery sampler")
     additional_sigma_ratio = StrictFloat(0.3, 0.0, 1.0, label="recovery ratio")
-    quirks = InstanceOf(FAITHFUL, Quirks, help="the reference's quirks, each behind a switch (regional.Quirks)")
+    quirks = InstanceOf(FAITHFUL, Quirks, help="the reference's quirks, each behind a switch (node_params.Quirks)")
     mode = Choice("faithful", MODES, help="'faithful' (the reference, default) or 'coherent' (coherent.py)")
     history_limit = StrictInt(512 * 2**20, 0, 2**50, help="bytes of tensors kept for scrubbing")
 
@@ -307,9 +309,9 @@ class RegionalSamplerSession(SessionFiles, HasTraits):
             self._check_run()
             self._engine = _ENGINES[self.mode]
             self._ops = self._engine.plan(self.node_params())
-            self._starts = regional.group_starts(self._ops)
+            self._starts = program.group_starts(self._ops)
             self._ctx = None
-            self._state = regional.initial_state(self.latent_image)
+            self._state = faithful.initial_state(self.latent_image)
             self._timeline.start(self._state)
             self._publish(self._state)
         self._atomic(restart)
@@ -484,13 +486,13 @@ class RegionalSamplerSession(SessionFiles, HasTraits):
     # ---- what persistence.py reads (save, load, to_comfy, save_png, from_comfy: persistence.SessionFiles) ---
 
     @property
-    def state(self) -> regional.RunState:
+    def state(self) -> faithful.RunState:
         """The current state (immutable): what the traits publish, and what `save` writes."""
         return self._state
 
     @property
     def engine(self):
-        """The mode's engine (`regional.FaithfulEngine` or `coherent.CoherentEngine`)."""
+        """The mode's engine (`faithful.FaithfulEngine` or `coherent.CoherentEngine`)."""
         return self._engine
 
     @property

@@ -32,7 +32,7 @@ import torch
 
 from .models.spec import from_spec, spec_key, spec_of
 from .params import ParameterError
-from .regional import Quirks, SamplerConfig
+from .node_params import Quirks, SamplerConfig
 from .sampling.checks import is_int
 from .session import Region, RegionalSamplerSession
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..regional import Quirks, SamplerConfig
+from ..node_params import Quirks, SamplerConfig
 from ..sampling.checks import is_int
 from ..sampling.samplers import SAMPLER_NAMES
 from .comfy import SAMPLER_NODES, SCHEMAS, Literal

@@ -11,7 +11,7 @@ import numpy as np
 from traitlets import link
 
 from ..models import empty_latent
-from ..regional import SamplerConfig
+from ..node_params import SamplerConfig
 from ..session import Region, RegionalSamplerSession
 from .controls import StepControls
 from .inspector import Inspector

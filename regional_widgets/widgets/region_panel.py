@@ -8,7 +8,7 @@ import numpy as np
 from traitlets import Int, observe, validate
 
 from ..params import check_int
-from ..regional import SamplerConfig
+from ..node_params import SamplerConfig
 from ..sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..sampling.noise import VARIATION_METHODS
 from ..session import Region

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import regional_widgets as rw
-from regional_widgets import regional
+from regional_widgets import faithful
 from regional_widgets.sampling import masks as masks_module
 
 TRACES = (Path(__file__).parents[1] / "data" / "call_traces.txt").read_text()
@@ -46,7 +46,7 @@ def session_for(header):
 def test_sub_steps_make_the_reference_call_sequence(header, monkeypatch):
     session = session_for(header)
     log = []
-    real_call, real_composite = regional.sampler_call, masks_module.composite
+    real_call, real_composite = faithful.sampler_call, masks_module.composite
 
     def logging_call(denoise, latent, **kw):
         ctx = session.context
@@ -68,7 +68,7 @@ def test_sub_steps_make_the_reference_call_sequence(header, monkeypatch):
         log.append("composite region result into base")
         return real_composite(dst, src, mask)
 
-    monkeypatch.setattr(regional, "sampler_call", logging_call)
+    monkeypatch.setattr(faithful, "sampler_call", logging_call)
     monkeypatch.setattr(masks_module, "composite", logging_composite)
     phases = []
     while not session.done:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import regional_widgets as rw
-from regional_widgets import coherent, regional
+from regional_widgets import coherent, faithful, node_params, program
 from regional_widgets.timeline import Timeline
 
 MODEL = rw.models.ToyWorld(image_size=32, n_exemplars=50)
@@ -33,7 +33,7 @@ def test_an_engine_alone_reproduces_the_session(mode):
     ops = engine.plan(params)
     assert [op.phase for op in ops] == [op.phase for op in s.ops]
     ctx = engine.context(params)
-    state = regional.initial_state(params.latent_image)
+    state = faithful.initial_state(params.latent_image)
     while state.cursor < len(ops):
         state = engine.execute(ctx, ops, state)
     assert torch.equal(state.result, expected)
@@ -50,15 +50,15 @@ def test_coherent_state_is_typed():
 
 def test_schedule_steps_is_the_one_rule():
     adv = make("faithful")
-    assert regional.schedule_steps(adv.node_params()) == 6 == rw.plot.schedule_steps(adv)
+    assert node_params.schedule_steps(adv.node_params()) == 6 == rw.plot.schedule_steps(adv)
     plain = rw.RegionalSamplerSession.regional_sampler(MODEL, rw.empty_latent(MODEL, 32, 32), steps=6, denoise=0.4)
-    assert regional.schedule_steps(plain.node_params()) == int(6 / 0.4) == rw.plot.schedule_steps(plain)
+    assert node_params.schedule_steps(plain.node_params()) == int(6 / 0.4) == rw.plot.schedule_steps(plain)
 
 
 def test_ops_are_built_with_keywords():
     with pytest.raises(TypeError):
-        regional.Op("base", 0)
-    op = regional.Op(kind="base", group=0)
+        program.Op("base", 0)
+    op = program.Op(kind="base", group=0)
     assert op.phase == ("base", 0)
 
 

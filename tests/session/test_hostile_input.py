@@ -79,8 +79,8 @@ def test_none_is_refused_for_every_region_parameter(name):
     ("add_noise", 1, "add_noise: expected True or False, got 1"),
     ("mode", ["faithful"], r"mode: unknown value \['faithful'\]; accepted: faithful, coherent"),
     ("additional_sampler", np.array(["AUTO"]), "additional_sampler: unknown value"),
-    ("quirks", {"mask_wh_swap": True}, "quirks: expected a regional_widgets.regional.Quirks, got dict"),
-    ("base", "sky", "base: expected a regional_widgets.regional.SamplerConfig, got str"),
+    ("quirks", {"mask_wh_swap": True}, "quirks: expected a regional_widgets.node_params.Quirks, got dict"),
+    ("base", "sky", "base: expected a regional_widgets.node_params.SamplerConfig, got str"),
     ("regions", "abc", "regions: expected a list of Region, got 'abc'"),
     ("regions", [np.zeros((N, N))], "regions: item 1 must be a Region, got ndarray"),
 ])
@@ -237,16 +237,16 @@ class Boom(Exception):
 def test_an_interrupted_rebuild_leaves_the_session_as_it_was(exc, monkeypatch):
     s = stepped()
     before = snapshot(s)
-    real_plan = rw.regional.plan_advanced
+    real_plan = rw.faithful.plan_advanced
 
     def interrupted(**kw):
         raise exc("interrupted while planning")
 
-    monkeypatch.setattr(rw.regional, "plan_advanced", interrupted)
+    monkeypatch.setattr(rw.faithful, "plan_advanced", interrupted)
     with pytest.raises(exc):
         s.steps = 8
     assert changed(before, snapshot(s)) == []  # steps is 4 again and step_index still 2
-    monkeypatch.setattr(rw.regional, "plan_advanced", real_plan)
+    monkeypatch.setattr(rw.faithful, "plan_advanced", real_plan)
     s.run()
     assert torch.equal(s.result, make().run())  # the next step did not jump
 

@@ -256,7 +256,7 @@ def test_status_text_and_progress_follow_the_reference():
 
 
 def test_quirk_switches_each_turn_one_behaviour_off():
-    from regional_widgets.regional import Quirks
+    from regional_widgets.node_params import Quirks
 
     faithful = make(restore_latent=True)
     faithful.run()
@@ -286,7 +286,7 @@ def test_quirk_switches_each_turn_one_behaviour_off():
 
 
 def test_regional_sampler_renoise_switch():
-    from regional_widgets.regional import Quirks
+    from regional_widgets.node_params import Quirks
 
     faithful = make(node="RegionalSampler", base_only_steps=0)
     fixed = make(node="RegionalSampler", base_only_steps=0, quirks=Quirks(renoise_every_step=False))

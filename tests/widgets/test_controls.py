@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import regional_widgets as rw
-from regional_widgets.regional import group_starts
+from regional_widgets.program import group_starts
 from regional_widgets.session import ParameterError
 from regional_widgets.widgets import StepControls
 

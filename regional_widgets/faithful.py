@@ -1,261 +1,28 @@
-"""The regional sampler nodes as a program of sub-steps, and a pure executor for one sub-step.
+"""The faithful engine: the reference nodes' sub-steps run one at a time by a pure executor.
 
-`plan_advanced` and `plan_regional` turn the node parameters into the exact sequence of sampler
-calls and composites the reference makes (spec §6, §7); `execute` runs one of them on an immutable
-`RunState` and returns the next. No traitlets here: `session.py` makes it observable.
-
+`FaithfulEngine` plans a node's program (`program.py`) from a frozen `NodeParams`
+(`node_params.py`), derives a run's `RunContext` once (models, prompts, grown masks, noises), and
+`execute` runs one sub-step on an immutable `RunState` and returns the next. No traitlets here:
+`session.py` makes it observable; `coherent.py` is the other engine behind the same interface.
 Faithful quirks of the reference are named where they happen (search for "quirk").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from .models.base import PromptCache, cfg_denoiser, latent_format, process_in, process_out
+from .node_params import ADVANCED, FAITHFUL, NodeParams, Quirks, SamplerConfig
+from .program import Op, plan_advanced, plan_regional, second_seed
 from .sampling import masks as mask_ops
 from .sampling.call import sampler_call
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
-from .sampling.noise import SEED_2ND_MODES, prepare_noise, touch_noise
+from .sampling.noise import prepare_noise, touch_noise
 from .sampling.recovery import sample_with_recovery
-from .sampling.samplers import SAMPLER_NAMES
-from .sampling.schedules import SCHEDULER_NAMES, sampler_sigmas
-
-_SEED_WRAP = 2**50
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """One sampler of the node (a ``KSamplerAdvancedProvider``): the base's or a region's."""
-
-    sampler: str = "euler"
-    scheduler: str = "normal"
-    cfg: float = 8.0
-    positive: str = ""
-    negative: str = ""
-    sigma_factor: float = 1.0
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"sampler: unknown name {self.sampler!r}; accepted: {', '.join(SAMPLER_NAMES)}")
-        if self.scheduler not in SCHEDULER_NAMES:
-            raise ValueError(f"scheduler: unknown name {self.scheduler!r}; accepted: {', '.join(SCHEDULER_NAMES)}")
-        # sigma_factor 0 would scale every sigma to 0: refused here, by name, not deep in a sampler
-        for name, lo, hi, low in (("cfg", 0.0, 100.0, "["), ("sigma_factor", 0.0, 10.0, "(")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
-                    or (low == "(" and value <= lo) or value != value:
-                raise ValueError(f"{name}: expected a number in {low}{lo:g}, {hi:g}], got {value!r}")
-        for name in ("positive", "negative"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name}: expected a prompt string, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("sampler", "scheduler", "cfg", "positive", "negative", "sigma_factor")}
-
-
-@dataclass(frozen=True)
-class Quirks:
-    """The reference's quirks, each behind one switch. All on (the default) is the faithful mode."""
-
-    mask_wh_swap: bool = True  # the overlap grow resizes an (H, W) mask to (W, H) first
-    touch_noise_zero_edges: bool = True  # fractional mask values get zero variation noise
-    discard_final_step: bool = True  # Advanced + restore_latent: the final base call's result is dropped
-    x0_when_not_leftover: bool = True  # leftover off returns the last x0 prediction, not x
-    renoise_every_step: bool = True  # RegionalSampler, leftover-off path: the noise is re-added every step
-    reseed_every_call: bool = True  # ancestral noise reseeded per call: every 1-step call draws the same noise
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-FAITHFUL = Quirks()
-ADVANCED = "RegionalSamplerAdvanced"
-
-
-@dataclass(frozen=True)
-class RegionParams:
-    """A region as the engines read it: its mask (the session's read-only array) and its settings."""
-
-    mask: Any  # a read-only float32 array at image resolution
-    config: SamplerConfig
-    variation_seed: int = 0
-    variation_strength: float = 0.0
-    variation_method: str = "linear"
-
-    @property
-    def mask_tensor(self) -> torch.Tensor:
-        return torch.from_numpy(self.mask.copy())
-
-
-@dataclass(frozen=True)
-class NodeParams:
-    """Everything an engine reads, frozen: the model, the input latent, the node and its parameters
-    (the spec's names), the regions. A session makes one per run (`RegionalSamplerSession.node_params`)."""
-
-    model: Any
-    latent_image: torch.Tensor
-    base: SamplerConfig
-    regions: tuple = ()  # RegionParams
-    node: str = ADVANCED
-    batch_index: Optional[list] = None
-    add_noise: bool = True
-    noise_seed: int = 0
-    steps: int = 20
-    start_at_step: int = 0
-    end_at_step: int = 10000
-    return_with_leftover_noise: bool = False
-    seed: int = 0
-    seed_2nd: int = 0
-    seed_2nd_mode: str = "ignore"
-    base_only_steps: int = 2
-    denoise: float = 1.0
-    overlap_factor: int = 10
-    restore_latent: bool = True
-    additional_mode: str = "ratio between"
-    additional_sampler: str = "AUTO"
-    additional_sigma_ratio: float = 0.3
-    quirks: Quirks = FAITHFUL
-
-    @property
-    def initial_seed(self) -> int:
-        """The seed of the run's first noise (``noise_seed`` or, for RegionalSampler, ``seed``)."""
-        return self.noise_seed if self.node == ADVANCED else self.seed
-
-
-def schedule_steps(params) -> int:
-    """The length of the schedule the node's calls index into (RegionalSampler stretches it by
-    1/denoise). ``params``: a `NodeParams` or anything with ``node``, ``steps`` and ``denoise``."""
-    return params.steps if params.node == ADVANCED else _stretched(params.steps, params.denoise)
-
-
-def _stretched(steps: int, denoise: float) -> int:
-    return int(steps / denoise)  # RegionalSampler: the full schedule whose last `steps` steps run
-
-
-# --------------------------------------------------------------------------------------------
-# The program: which call or composite comes next
-
-
-OpKind = Literal["base", "region", "composite", "finalize", "blend"]  # blend: coherent mode's
-
-
-@dataclass(frozen=True, kw_only=True)
-class Op:
-    """One sub-step: a sampler call (``base``/``region``/``finalize``) or a ``composite``; built with keywords."""
-
-    kind: OpKind
-    group: int  # the regional step this sub-step belongs to (0-based)
-    i: int = 0  # the schedule index the call starts at
-    region: int = 0  # 1-based region index for region/composite ops
-    start: int = 0
-    end: int = 0
-    add_noise: bool = False
-    noise: Optional[str] = None  # None, "initial" (the run's first noise) or "second" (RegionalSampler's)
-    mask: Optional[str] = None  # None (whole latent), "inv" or "region"
-    leftover: bool = True
-    recovery: bool = True  # False: recovery_mode DISABLE for this call
-    seed: int = 0
-    steps: int = 20
-    status: str = ""
-    progress: float = 0.0
-
-    @property
-    def phase(self) -> tuple:
-        if self.kind == "finalize":
-            return ("finalize",)
-        if self.kind == "base":
-            return ("base", self.i)
-        return (self.kind, self.region, self.i)
-
-
-def _loop_body(ops, group, i, R, *, seed, steps, base_noise, add, restore, text, total, start):
-    ops.append(Op(kind="base", group=group, i=i, start=i, end=i + 1, add_noise=add, noise=base_noise, mask="inv",
-                  seed=seed, steps=steps, status=text, progress=((i - start) * R) / total if total else 0.0))
-    for j in range(1, R + 1):
-        progress = ((i - start) * R + j) / total if total else 0.0
-        label = f"{text} | {j}/{R}"
-        ops.append(Op(kind="region", group=group, i=i, region=j, start=i, end=i + 1, mask="region", seed=seed,
-                      steps=steps, status=label, progress=progress))
-        if restore:
-            ops.append(Op(kind="composite", group=group, i=i, region=j, start=i, end=i + 1, seed=seed, steps=steps,
-                          status=label, progress=progress))
-
-
-def plan_advanced(*, R, add_noise, noise_seed, steps, start_at_step, end_at_step, restore_latent,
-                  return_with_leftover_noise) -> list[Op]:
-    """RegionalSamplerAdvanced's sub-steps (spec §6)."""
-    end = min(steps, end_at_step)
-    start = start_at_step
-    total = (end - start) * R
-    ops: list[Op] = []
-    # quirk: the loop stops one short of `end`; the last step is a base-only finalize call
-    for group, i in enumerate(range(start, end - 1)):
-        first = add_noise and i == start
-        # quirk: the status text counts `start` twice (cosmetic)
-        _loop_body(ops, group, i, R, seed=noise_seed, steps=steps, base_noise="initial" if first else None,
-                   add=first, restore=restore_latent, text=f"{start + i}/{end} steps", total=total, start=start)
-    group = max(0, end - 1 - start)
-    ops.append(Op(kind="finalize", group=group, i=end - 1, start=end - 1, end=end, mask="inv",
-                  leftover=return_with_leftover_noise, seed=noise_seed, steps=steps, status=f"{end}/{end} steps",
-                  progress=float(total)))  # quirk: progress = total
-    return ops
-
-
-def second_seed(seed: int, seed_2nd: int, mode: str) -> int:
-    """RegionalSampler's seed for the regional stage (wraps at 2^50 as the reference)."""
-    if mode == "ignore":
-        return seed
-    if mode == "seed+seed_2nd":
-        value = seed + seed_2nd
-        return value - _SEED_WRAP if value > _SEED_WRAP else value
-    if mode == "seed-seed_2nd":
-        value = seed - seed_2nd
-        return value + _SEED_WRAP if value < 0 else value
-    return seed_2nd  # fixed; increment/decrement/randomize are "not implemented, same as fixed"
-
-
-def plan_regional(*, R, seed, seed_2nd, seed_2nd_mode, steps, base_only_steps, denoise, restore_latent,
-                  renoise_every_step=True) -> list[Op]:
-    """RegionalSampler's sub-steps (spec §7)."""
-    adv = _stretched(steps, denoise)
-    start = adv - steps
-    total = steps * R
-    ops: list[Op] = []
-    leftover = False
-    group = 0
-    if base_only_steps > 0:
-        leftover = seed_2nd_mode == "ignore"
-        ops.append(Op(kind="base", group=group, i=start, start=start, end=start + base_only_steps, add_noise=True,
-                      noise="initial", leftover=leftover, recovery=False, seed=seed, steps=adv,
-                      status=f"{start + base_only_steps}/{steps} steps", progress=0.0))
-        group += 1
-    seed2 = second_seed(seed, seed_2nd, seed_2nd_mode)
-    # quirk: on the leftover = False path the same noise is passed to *every* base call
-    base_noise = None if leftover else "second"
-    add = not leftover
-    for i in range(start + base_only_steps, adv):
-        _loop_body(ops, group, i, R, seed=seed2, steps=adv, base_noise=base_noise, add=add,
-                   restore=restore_latent, text=f"{i + 1}/{steps} steps", total=total, start=start + base_only_steps)
-        add = False
-        if not renoise_every_step:
-            base_noise = None
-        group += 1
-    ops.append(Op(kind="finalize", group=group, i=adv, start=adv, end=adv + 1, mask="inv", leftover=False,
-                  seed=seed2, steps=adv, status=f"{steps}/{steps} steps", progress=float(total)))
-    return ops
-
-
-def group_starts(ops: list[Op]) -> list[int]:
-    """Index of the first sub-step of each regional step, plus the end of the program."""
-    starts = [k for k, op in enumerate(ops) if k == 0 or op.group != ops[k - 1].group]
-    return starts + [len(ops)]
-
-
-# --------------------------------------------------------------------------------------------
-# Per-run context and the state between sub-steps
+from .sampling.schedules import sampler_sigmas
 
 
 @dataclass
