@@ -7,20 +7,15 @@ a worker receives is plain data: the session described as a JSON-able dict plus 
 model once from the spec. A cell is a pure function of that data (its seeds are the session's, on
 one torch thread), so a process pool, a Dask cluster and a serial loop give the same bits.
 
-Grid keys are checked before any work, by the session's own parameter checks: each value is tried
-on a session built from the description, then every cell is built once (the cross-parameter rules).
+Grid keys are checked before any work (`sweep_grid`); one cell runs in `sweep_cells`; finished
+cells are kept in a store folder (`sweep_store`) and drawn by `sweep_figures`.
 
-Dask and pandas are imported only here, when a sweep runs (the ``sweep`` extra).
+Dask and pandas are imported only when a sweep runs or is tabled (the ``sweep`` extra).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
 import itertools
-import json
 import os
-import re
 import sys
 import threading
 import time
@@ -30,300 +25,19 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .models.spec import from_spec, spec_key, spec_of
+from .models.spec import spec_of
 from .params import ParameterError
-from .node_params import Quirks, SamplerConfig
 from .sampling.checks import is_int
-from .session import Region, RegionalSamplerSession
+from .session import RegionalSamplerSession
+from .sweep_cells import _dask_cell, _dask_plugin, _pool_cell, _warm, is_dask_client, one_thread, run_cell
+from .sweep_grid import METRICS, REGION_KEYS, apply, build, cell_name, check_cells, check_grid, describe, fingerprint
+# names that lived here before the split (benchmarks/sweep.py imports worker_model from here)
+from .sweep_cells import THUMBNAIL, _MODELS, sigma_spread, thumbnail, worker_model  # noqa: F401
+from .sweep_grid import CONFIG_KEYS  # noqa: F401
 
 __all__ = ["Sweep", "sweep", "METRICS", "REGION_KEYS"]
 
-METRICS = ("detail", "sigma_spread", "model_calls", "wall_s", "thumbnail")
-CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
-REGION_KEYS = CONFIG_KEYS + ("variation_seed", "variation_strength", "variation_method")
-THUMBNAIL = 96  # pixels, the longest side
 FORMAT_VERSION = 1
-
-
-# ---- the session as plain data ------------------------------------------------------------------
-
-
-def describe(session) -> tuple:
-    """``(doc, arrays)``: the session's settings as JSON-able data and its latent and masks as arrays."""
-    doc = {"node": session.node, "mode": session.mode, "parameters": _plain(session.parameters()),
-           "base": session.base.to_dict(), "quirks": session.quirks.to_dict(),
-           # a dict latent's batch_index changes the noise, so it travels too
-           "batch_index": session.batch_index,
-           "regions": [{"config": r.config.to_dict(), "variation_seed": r.variation_seed,
-                        "variation_strength": r.variation_strength, "variation_method": r.variation_method}
-                       for r in session.regions]}
-    arrays = {"latent_image": session.latent_image.detach().cpu().numpy()}
-    arrays.update({f"mask_{j}": np.asarray(r.mask) for j, r in enumerate(session.regions, 1)})
-    return doc, arrays
-
-
-def apply(doc: dict, values: dict, regions) -> dict:
-    """``doc`` with a cell's values in place: session parameters, ``base.<field>``, or region
-    parameters for the 1-based ``regions``."""
-    doc = json.loads(json.dumps(doc))
-    for key, value in values.items():
-        if key == "mode":
-            doc["mode"] = value
-        elif key.startswith("base."):
-            doc["base"][key[5:]] = value
-        elif key in REGION_KEYS:
-            for j in regions:
-                target = doc["regions"][j - 1]
-                (target["config"] if key in CONFIG_KEYS else target)[key] = value
-        else:
-            doc["parameters"][key] = value
-    return doc
-
-
-def build(model, doc: dict, arrays: dict, history_limit: Optional[int] = None) -> RegionalSamplerSession:
-    """A fresh session (at its start) from `describe`'s data."""
-    regions = [Region(arrays[f"mask_{j}"], SamplerConfig(**r["config"]), r["variation_seed"], r["variation_strength"],
-                      r["variation_method"]) for j, r in enumerate(doc["regions"], 1)]
-    latent = torch.from_numpy(np.array(arrays["latent_image"]))
-    if doc.get("batch_index") is not None:
-        latent = {"samples": latent, "batch_index": doc["batch_index"]}
-    session = RegionalSamplerSession(model, latent, base=SamplerConfig(**doc["base"]), regions=regions,
-                                     node=doc["node"], quirks=Quirks(**doc["quirks"]), mode=doc["mode"],
-                                     **doc["parameters"])
-    if history_limit is not None:
-        session.history_limit = history_limit
-    return session
-
-
-def _plain(value):
-    """numpy scalars as Python ones (JSON and fingerprints see one type per value)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def fingerprint(*parts) -> str:
-    """sha256 of JSON parts and arrays (their dtype, shape and bytes)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            array = np.ascontiguousarray(part)
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(array.tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, separators=(",", ":")).encode())
-    return digest.hexdigest()
-
-
-# ---- one cell ---------------------------------------------------------------------------------
-
-_threads_lock = threading.Lock()
-_threads_users = [0, None]  # active cells, the thread count to restore
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Cells run on one torch thread: float reductions then do not depend on the machine's cores."""
-    with _threads_lock:
-        if _threads_users[0] == 0:
-            _threads_users[1] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_users[0] += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users[0] -= 1
-            if _threads_users[0] == 0 and _threads_users[1] != 1:
-                torch.set_num_threads(_threads_users[1])
-
-
-def sigma_spread(sigma_map) -> Optional[float]:
-    """(max - min) / max of an effective-sigma map: 0 when every pixel carries one noise level."""
-    top = float(sigma_map.max())
-    return (top - float(sigma_map.min())) / top if top > 0 else None
-
-
-def thumbnail(model, latent) -> np.ndarray:
-    """The decoded latent as uint8 RGB, at most `THUMBNAIL` pixels a side."""
-    from PIL import Image
-
-    rgb = model.decode(latent)[0].clamp(0, 1).float().cpu().numpy()
-    image = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
-    image.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
-    return np.asarray(image).copy()
-
-
-def run_cell(model, doc: dict, arrays: dict, metrics=METRICS, save: bool = False) -> dict:
-    """Run one cell (``doc`` already holds its values) to the end and measure it.
-
-    Returns plain data: ``result`` (numpy), the metrics asked for, and with ``save`` the files of
-    the finished session (`RegionalSamplerSession.save`) as ``{name: bytes}``.
-    """
-    from .compare import detail_ratios
-
-    with one_thread():
-        session = build(model, doc, arrays, history_limit=0)  # a cell needs no scrubbing history
-        start = time.perf_counter()
-        spreads = []
-        while not session.done:
-            session.step()
-            spreads.append(sigma_spread(session.sigma_map))
-        wall = time.perf_counter() - start
-        out = {"result": session.result.detach().cpu().numpy()}
-        if "sigma_spread" in metrics:
-            spreads = [s for s in spreads if s is not None]
-            out["sigma_spread"] = float(np.mean(spreads)) if spreads else 0.0
-        if "model_calls" in metrics:
-            out["model_calls"] = int(session.history[-1].model_calls)
-        if "wall_s" in metrics:
-            out["wall_s"] = wall
-        if "detail" in metrics:
-            out["detail"] = [float(r) for r in detail_ratios(session)]
-        if "thumbnail" in metrics:
-            out["thumbnail"] = thumbnail(model, session.result)
-        if save:
-            out["files"] = _saved_files(session)
-    return out
-
-
-def _saved_files(session) -> dict:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="rw-cell-") as tmp:
-        folder = Path(tmp) / "session"
-        session.save(folder)
-        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-# ---- workers ------------------------------------------------------------------------------------
-
-_MODELS: dict = {}  # spec key -> model, one per worker process
-_MODELS_LOCK = threading.Lock()
-
-
-def worker_model(spec: dict):
-    """The model a spec describes, built once per process."""
-    key = spec_key(spec)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            with one_thread():  # as in the cells: the model's own tables come out the same everywhere
-                _MODELS[key] = from_spec(spec)
-        return _MODELS[key]
-
-
-def _warm(spec):
-    worker_model(spec)
-
-
-def _pool_cell(spec, doc, arrays, metrics, save):
-    return run_cell(worker_model(spec), doc, arrays, metrics, save)
-
-
-def _dask_cell(spec, payload, values, regions, metrics, save):
-    doc, arrays = payload
-    return run_cell(worker_model(spec), apply(doc, values, regions), arrays, metrics, save)
-
-
-_PLUGIN_CLASS = None
-
-
-def _dask_plugin(spec):
-    """A worker plugin that builds the model when a worker starts (or joins later)."""
-    global _PLUGIN_CLASS
-    if _PLUGIN_CLASS is None:
-        from distributed import WorkerPlugin
-
-        class ModelPlugin(WorkerPlugin):
-            def __init__(self, spec):
-                self.spec = spec
-
-            def setup(self, worker):
-                from regional_widgets.sweep import worker_model
-
-                worker_model(self.spec)
-
-        _PLUGIN_CLASS = ModelPlugin
-    return _PLUGIN_CLASS(spec)
-
-
-def is_dask_client(executor) -> bool:
-    return type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed")
-
-
-# ---- the grid ---------------------------------------------------------------------------------
-
-
-def check_grid(session, grid, regions, metrics) -> tuple:
-    """``(grid, regions, metrics)`` normalised; raises `ParameterError` naming the key and what it accepts."""
-    if not isinstance(grid, dict) or not grid:
-        raise ParameterError("grid: expected a dict {parameter name: [values]} with at least one key")
-    count = len(session.regions)
-    if isinstance(regions, str) and regions == "all":
-        regions = tuple(range(1, count + 1))
-    elif isinstance(regions, (list, tuple)) and all(is_int(j, 1, count) for j in regions) and regions:
-        regions = tuple(sorted(set(int(j) for j in regions)))
-    else:
-        raise ParameterError(f"regions: expected 'all' or a list of region numbers in 1..{count}, got {regions!r}")
-    session_keys = tuple(session.parameters()) + ("mode",)
-    accepted = session_keys + REGION_KEYS + tuple(f"base.{k}" for k in CONFIG_KEYS)
-    out = {}
-    for key, values in grid.items():
-        if key not in accepted:
-            raise ParameterError(f"grid: unknown key {key!r} for a {session.node} session; accepted: "
-                                 f"{', '.join(session_keys)} (the session), {', '.join(REGION_KEYS)} "
-                                 f"(applied to the chosen regions), base.<{'|'.join(CONFIG_KEYS)}> (the base)")
-        if key in REGION_KEYS and not regions:
-            raise ParameterError(f"grid: {key!r} is a region parameter but the session has no regions")
-        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)) or len(values) == 0:
-            raise ParameterError(f"grid[{key!r}]: expected a non-empty list of values, got {values!r}")
-        values = tuple(_plain(v) for v in values)
-        for v in values:
-            if not isinstance(v, (str, int, float, bool)):
-                raise ParameterError(f"grid[{key!r}]: values must be plain numbers, strings or booleans, got {v!r}")
-        if len(set(map(repr, values))) != len(values):
-            raise ParameterError(f"grid[{key!r}]: a value is listed twice: {list(values)}")
-        out[key] = values
-    has_exemplars = hasattr(session.model.encode(""), "exemplars")
-    if metrics is None:
-        metrics = tuple(m for m in METRICS if m != "detail" or (has_exemplars and session.regions))
-    else:
-        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise ParameterError(f"metrics: unknown {unknown[0]!r}; accepted: {', '.join(METRICS)}")
-        if "detail" in metrics and not (has_exemplars and session.regions):
-            raise ParameterError("metrics: 'detail' needs regions and a model that knows its exemplars (ToyWorld)")
-    return out, regions, metrics
-
-
-def check_cells(session, doc, arrays, grid, regions, cells):
-    """Every value, then every cell, through the session's own checks (nothing runs: a session
-    is built at its start)."""
-    model = session.model
-
-    def attempt(values, where):
-        try:
-            build(model, apply(doc, values, regions), arrays)
-        except (ParameterError, ValueError) as err:
-            raise ParameterError(f"{where}: {err}") from None
-
-    for key, values in grid.items():
-        for v in values:
-            attempt({key: v}, f"grid[{key!r}]: value {v!r}")
-    if len(grid) > 1:
-        for values in cells:
-            attempt(values, f"grid cell {values}")
-
-
-def cell_name(values: dict) -> str:
-    """A file name from a cell's values (plus a short hash: two values that read alike stay apart)."""
-    def slug(text):
-        return re.sub(r"[^A-Za-z0-9._=+-]+", "-", str(text)).strip("-") or "_"
-
-    readable = "__".join(f"{slug(k)}={slug(v)}" for k, v in values.items())[:150]
-    return f"{readable}-{fingerprint(values)[:8]}"
 
 
 # ---- the sweep ----------------------------------------------------------------------------------

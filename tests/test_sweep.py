@@ -78,7 +78,7 @@ def test_process_pool_and_dask_match_serial_bit_for_bit(model, serial, client):
     assert_same(serial, rw.sweep(session, GRID, executor=None, progress=False))
     assert_same(serial, rw.sweep(session, GRID, executor=client, progress=False))
     # the worker plugin built the model once per worker, from the spec
-    ready = client.run(lambda: len(sys.modules["regional_widgets.sweep"]._MODELS))
+    ready = client.run(lambda: len(sys.modules["regional_widgets.sweep_cells"]._MODELS))
     assert sorted(ready.values()) == [1, 1]
 
 
