@@ -5,7 +5,8 @@ region's mask in its colour plus the grown masks as dashed outlines, 2 the brush
 previews. The masks live in a `Painter` (numpy); the canvas is a view that is redrawn from them
 and never read back. A drag draws only what each move changed; the release writes the active
 region's new mask into the session (which forks the run) and re-renders the overlay. The toolbar is
-`MaskToolbar`, linked to the canvas's traits; what each layer shows is drawn by `mask_layers`.
+`MaskToolbar`, linked to the canvas's traits; what each layer shows is drawn by `mask_layers`; mouse
+and key events become painter strokes in `mask_input`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 from ..io.masks import read_mask_png, write_mask_png
 from ..models.base import display_latent, preview_rgb
 from ..sampling import masks as mask_ops
+from .mask_input import MaskInput
 from .mask_layers import (fit_rgb, grown_mask, overlay_rgba, put_rgba, read_rgb, stroke_cursor,
                           stroke_outlines)
 from .mask_toolbar import MaskToolbar
@@ -28,10 +30,8 @@ from .painter import TOOLS, Painter
 from .pixels import outline_segments
 from .palette import region_hex
 
-_TOOL_KEYS = {"b": "brush", "e": "eraser", "r": "rectangle", "o": "ellipse", "p": "polygon", "f": "fill"}
 
-
-class MaskCanvas(widgets.VBox):
+class MaskCanvas(MaskInput, widgets.VBox):
     """Paint region masks of ``session``; ``scale`` display pixels per image pixel.
 
     The default scale is the largest integer keeping the longer side within ``max_display``
@@ -318,46 +318,7 @@ class MaskCanvas(widgets.VBox):
             colour = "white" if self.tool == "eraser" else region_hex(self.active_region)
             stroke_cursor(layer, self.scale, self._cursor, preview, self.tool, self.brush_size, colour)
 
-    # ---- events -------------------------------------------------------------------------------
-
-    def _hook_events(self):
-        mc = self.multicanvas
-        mc.on_mouse_down(self._on_down)
-        mc.on_mouse_move(self._on_move)
-        mc.on_mouse_up(self._on_up)
-        mc.on_mouse_out(self._on_out)
-        mc.on_key_down(self._on_key)
-        mc.on_client_ready(self.redraw)
-
-    def _on_down(self, x, y):
-        self._cursor = (x / self.scale, y / self.scale)
-        with self._held():
-            box = self.painter.on_down(*self._cursor)
-            if box is not None:
-                self._draw_overlay(box)
-            self._draw_cursor()
-
-    def _on_move(self, x, y):
-        self._cursor = (x / self.scale, y / self.scale)
-        with self._held():
-            box = self.painter.on_move(*self._cursor)
-            if box is not None:
-                self._draw_overlay(box)
-            self._draw_cursor()
-
-    def _on_up(self, x, y):
-        self._cursor = (x / self.scale, y / self.scale)
-        pressed = self.painter.pressed
-        with self._held():
-            diff = self.painter.on_up(*self._cursor)
-            self._finish(diff, redraw=pressed)
-
-    def _on_out(self, x, y):
-        """Leaving the canvas ends a drag there (the release would not reach us)."""
-        if self.painter.pressed and self.painter.tool != "polygon":
-            self._on_up(x, y)
-        self._cursor = None
-        self._render(cursor=True)
+    # ---- actions ------------------------------------------------------------------------------
 
     def _finish(self, diff, redraw=True):
         """After an edit: publish it to the session and re-render the overlay."""
@@ -368,53 +329,6 @@ class MaskCanvas(widgets.VBox):
             self._render(overlay=True, cursor=True)
         else:
             self._render(cursor=True)
-
-    def _cancel_stroke(self):
-        if self.painter.drawing:
-            box = self.painter.cancel()
-            if box is not None and self._ready:
-                self._render(overlay=True)
-
-    def _on_key(self, key, shift, ctrl, meta):
-        command = ctrl or meta
-        lower = key.lower()
-        if command and lower == "z":
-            self.redo() if shift else self.undo()
-        elif command and lower == "y":
-            self.redo()
-        elif command:
-            return
-        elif len(key) == 1 and key in "123456789" and int(key) <= len(self.session.regions):
-            self.active_region = int(key)
-        elif lower in _TOOL_KEYS:
-            self.tool = _TOOL_KEYS[lower]
-        elif key == "[":
-            self.brush_size = max(1, min(self.brush_size - 1, int(self.brush_size / 1.25)))
-        elif key == "]":
-            self.brush_size = min(self.toolbar.size_slider.max,
-                                  max(self.brush_size + 1, int(round(self.brush_size * 1.25))))
-        elif key == "Enter":
-            self._finish(self.painter.finish_polygon())
-        elif key == "Escape":
-            self._cancel_stroke()
-            self._render(cursor=True)
-
-    # ---- actions ------------------------------------------------------------------------------
-
-    def gesture(self, points, *, tool=None, region=None):
-        """Paint as the mouse would, from Python: press at the first point (image pixels), move
-        through the rest, release at the last. For notebooks that must run without a mouse."""
-        if tool is not None:
-            self.tool = tool
-        if region is not None:
-            self.active_region = int(region)
-        points = [(float(x) * self.scale, float(y) * self.scale) for x, y in points]
-        if not points:
-            raise ValueError("points: expected at least one (x, y) point")
-        self._on_down(*points[0])
-        for point in points[1:]:
-            self._on_move(*point)
-        self._on_up(*points[-1])
 
     def _edit(self, region, new_or_diff):
         region = self.active_region if region is None else int(region)
@@ -473,5 +387,3 @@ class MaskCanvas(widgets.VBox):
         decoded latent, which is otherwise redrawn at every step."""
         self._background_source = None if source is None else read_rgb(source)
         self._render(background=True)
-
-
