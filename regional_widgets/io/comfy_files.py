@@ -2,7 +2,7 @@
 
 `read_source` finds the format, converts the editor's graph to the API graph (`comfy_ui`), picks
 the regional sampler node, skips what it can pass over (a LoRA loader between the checkpoint and
-a pipe: its input of the same type goes through) and reports it, then hands the graph to `comfy`'s
+a pipe: its input of the same type goes through) and reports it, then hands the graph to `comfy_import`'s
 one importer. `write_workflow_file` and `write_png` write the same graph as API JSON, UI JSON or a
 PNG with both chunks; every file through `paths` (inside the folder, no symlinks, atomic, never
 over a file we did not write).
@@ -14,8 +14,10 @@ import warnings
 from pathlib import Path
 
 from . import comfy, comfy_png, comfy_ui
-from .comfy import (MAX_WORKFLOW_BYTES, SAMPLER_NODES, SCHEMAS, ComfyWorkflowError, _id_order, _is_link,
-                    _png_is_ours, build_workflow, load_masks, parse_workflow, write_files)
+from .comfy import build_workflow, png_is_ours, write_files
+from .comfy_import import load_masks, parse_workflow, read_file
+from .comfy_nodes import (MAX_WORKFLOW_BYTES, SAMPLER_NODES, SCHEMAS, ComfyWorkflowError, check_graph, id_order,
+                          inputs_of, is_link)
 from .paths import FileSafetyError, parse_json, read_bytes
 
 FORMATS = ("api", "ui")
@@ -34,7 +36,7 @@ def read_source(path=None, *, data: bytes = None, name: str = None, mask_folder=
     if path is not None:
         path = Path(path)
         name = str(path)
-        data = comfy.read_file(path, comfy_png.MAX_PNG_BYTES if path.suffix.lower() == ".png" else MAX_WORKFLOW_BYTES)
+        data = read_file(path, comfy_png.MAX_PNG_BYTES if path.suffix.lower() == ".png" else MAX_WORKFLOW_BYTES)
         folder = Path(mask_folder) if mask_folder is not None else path.parent
     else:
         if mask_folder is None:
@@ -49,7 +51,7 @@ def read_source(path=None, *, data: bytes = None, name: str = None, mask_folder=
         titles = {str(i): str(n["_meta"].get("title"))[:200] for i, n in graph.items()
                   if isinstance(n, dict) and isinstance(n.get("_meta"), dict) and n["_meta"].get("title")} \
             if isinstance(graph, dict) else {}
-    graph = comfy._check_graph(graph)
+    graph = check_graph(graph)
     top = _pick(graph, titles, node_id)
     pruned, skipped = _prune(graph, top, titles)
     description = parse_workflow(pruned)
@@ -61,11 +63,11 @@ def read_source(path=None, *, data: bytes = None, name: str = None, mask_folder=
         return missing_mask(region)
 
     load_masks(description, folder, fallback if missing_mask is not None else None)
-    ignored = sorted((i for i in graph if i not in pruned and i not in skipped), key=_id_order)
+    ignored = sorted((i for i in graph if i not in pruned and i not in skipped), key=id_order)
     report = {"source": name, "format": kind, "node": top, "title": titles.get(top, graph[top]["class_type"]),
-              "skipped": [skipped[i] for i in sorted(skipped, key=_id_order)],
+              "skipped": [skipped[i] for i in sorted(skipped, key=id_order)],
               "ignored": [f"{i} ({graph[i]['class_type']})" for i in ignored], "missing_masks": missing,
-              "notes": [notes[i] for i in sorted(notes, key=_id_order) if i in pruned]}
+              "notes": [notes[i] for i in sorted(notes, key=id_order) if i in pruned]}
     report["messages"] = [s["message"] for s in report["skipped"]] + missing + report["notes"]
     return description, report
 
@@ -103,7 +105,7 @@ def _graph_of(data: bytes, name: str) -> tuple:
 
 
 def _pick(graph, titles, node_id) -> str:
-    candidates = sorted((i for i, n in graph.items() if n["class_type"] in SAMPLER_NODES), key=_id_order)
+    candidates = sorted((i for i, n in graph.items() if n["class_type"] in SAMPLER_NODES), key=id_order)
     listed = ", ".join(f"{i} ({graph[i]['class_type']}: {titles.get(i, graph[i]['class_type'])!r})"
                        for i in candidates) or "none"
     if node_id is not None:
@@ -127,9 +129,9 @@ def _prune(graph, top, titles) -> tuple:
             continue
         node = graph[node_id]
         inputs = dict(node["inputs"])
-        wanted = comfy._inputs_of(node)
+        wanted = inputs_of(node)
         for name, value in node["inputs"].items():
-            if not _is_link(value):
+            if not is_link(value):
                 continue
             source = str(value[0])
             if source not in graph:
@@ -148,9 +150,9 @@ def _prune(graph, top, titles) -> tuple:
             queue.append(source)
         out[node_id] = {"class_type": node["class_type"], "inputs": inputs}
     if stuck:
-        listed = ", ".join(f"{i} ({graph[i]['class_type']})" for i in sorted(set(stuck), key=_id_order))
+        listed = ", ".join(f"{i} ({graph[i]['class_type']})" for i in sorted(set(stuck), key=id_order))
         also = "; it could pass over " + ", ".join(f"{i} ({graph[i]['class_type']})" for i in
-                                                    sorted(skipped, key=_id_order)) if skipped else ""
+                                                    sorted(skipped, key=id_order)) if skipped else ""
         raise ComfyWorkflowError(f"workflow: nodes upstream of the regional sampler (node {top}) that regional_widgets "
                                  f"does not understand and cannot pass over: {listed}{also}")
     return out, skipped
@@ -163,7 +165,7 @@ def _pass_over(graph, node_id, kind, seen):
     seen = seen | {node_id}
     found = {}
     for value in graph[node_id]["inputs"].values():
-        if not _is_link(value) or str(value[0]) not in graph:
+        if not is_link(value) or str(value[0]) not in graph:
             continue
         source, slot = str(value[0]), value[1]
         source_kind = graph[source]["class_type"]
@@ -208,7 +210,7 @@ def write_workflow_file(path, description: dict, format: str = "api") -> list:
     path = Path(path)
     graph, mask_files = build_workflow(description, mask_prefix=f"{path.stem}_region")
     files = {**mask_files, path.name: json.dumps(comfy_ui.api_to_ui(graph), indent=2).encode()}
-    return write_files(path.parent, files, {n: (_png_is_ours if n in mask_files else _ui_json_is_ours)
+    return write_files(path.parent, files, {n: (png_is_ours if n in mask_files else _ui_json_is_ours)
                                             for n in files})
 
 
@@ -221,4 +223,4 @@ def write_png(path, image, description: dict) -> list:
     graph, mask_files = build_workflow(description, mask_prefix=f"{path.stem}_region")
     files = {**mask_files, path.name: comfy_png.png_bytes(image, {"prompt": graph,
                                                                   "workflow": comfy_ui.api_to_ui(graph)})}
-    return write_files(path.parent, files, {n: _png_is_ours for n in files})
+    return write_files(path.parent, files, {n: png_is_ours for n in files})

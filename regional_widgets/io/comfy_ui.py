@@ -3,7 +3,7 @@
 One mapping of nodes to session parameters lives in `comfy`; this module only reshapes graphs.
 The rules (docs/comfyui.md):
 
-- a node's ``widgets_values`` follow its widget inputs (the literal inputs of `comfy.SCHEMAS`, in
+- a node's ``widgets_values`` follow its widget inputs (the literal inputs of `comfy_nodes.SCHEMAS`, in
   declaration order, optional ones last); an input converted to a socket (an ``inputs`` entry with
   a ``widget`` key) has no value there, unless the list holds a value for every widget (newer
   editors keep them);
@@ -17,13 +17,13 @@ The rules (docs/comfyui.md):
   node ``"<type> (bypassed)"``, which the import passes over and reports; groups, notes and
   positions are ignored.
 
-Errors (`comfy.ComfyWorkflowError`) name the node, input and link.
+Errors (`comfy_nodes.ComfyWorkflowError`) name the node, input and link.
 """
 from __future__ import annotations
 
 from ..sampling.checks import is_int
-from .comfy import MAX_NODE_ID, SAVE_PREFIX, STRING, ComfyWorkflowError, Literal, NodeSchema, _id_order
-from .comfy import SCHEMAS as _SAMPLING_SCHEMAS
+from .comfy_nodes import MAX_NODE_ID, SAVE_PREFIX, STRING, ComfyWorkflowError, Literal, NodeSchema, id_order
+from .comfy_nodes import SCHEMAS as _SAMPLING_SCHEMAS
 
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 SEED_NAMES = ("seed", "noise_seed")
@@ -191,7 +191,7 @@ def _link_inputs(node) -> list:
 
 def _depths(graph) -> dict:
     depth = {}
-    for node_id in sorted(graph, key=_id_order):
+    for node_id in sorted(graph, key=id_order):
         stack = [node_id]
         while stack:  # longest path from a node without links, iteratively
             current = stack[-1]
@@ -212,10 +212,10 @@ def _size(kind, n_links, n_outputs, n_widgets) -> list:
 
 def api_to_ui(graph: dict) -> dict:
     """An editor workflow of an API graph we built (known nodes, no cycles), laid out left to right by depth."""
-    ids = {node_id: k for k, node_id in enumerate(sorted(graph, key=_id_order), 1)}
+    ids = {node_id: k for k, node_id in enumerate(sorted(graph, key=id_order), 1)}
     depth = _depths(graph)
     links, consumers = [], {}
-    for node_id in sorted(graph, key=lambda i: (depth[i], _id_order(i))):
+    for node_id in sorted(graph, key=lambda i: (depth[i], id_order(i))):
         for name, (source, slot) in _link_inputs(graph[node_id]):
             link_id = len(links) + 1
             kind = SCHEMAS[graph[str(source)]["class_type"]].outputs[slot]
@@ -225,7 +225,7 @@ def api_to_ui(graph: dict) -> dict:
     for link in links:
         by_target.setdefault(link[3], []).append(link)
     nodes, column_y = [], {}
-    for order, node_id in enumerate(sorted(graph, key=lambda i: (depth[i], _id_order(i)))):
+    for order, node_id in enumerate(sorted(graph, key=lambda i: (depth[i], id_order(i)))):
         node = graph[node_id]
         kind = node["class_type"]
         schema = SCHEMAS[kind]
@@ -256,7 +256,7 @@ def api_to_ui(graph: dict) -> dict:
 
 
 def ui_is_ours(ui) -> bool:
-    """An editor workflow we wrote: its SaveImage's filename_prefix is `comfy.SAVE_PREFIX`."""
+    """An editor workflow we wrote: its SaveImage's filename_prefix is `comfy_nodes.SAVE_PREFIX`."""
     return isinstance(ui, dict) and isinstance(ui.get("nodes"), list) and any(
         isinstance(n, dict) and n.get("type") == "SaveImage" and isinstance(n.get("widgets_values"), list)
         and n["widgets_values"][:1] == [SAVE_PREFIX] for n in ui["nodes"])
