@@ -51,7 +51,8 @@ def sigma_spread(sigma_map) -> Optional[float]:
 
 
 def thumbnail(model, latent) -> np.ndarray:
-    """The decoded latent as uint8 RGB, at most `THUMBNAIL` pixels a side."""
+    """The decoded latent as uint8 RGB, at most `THUMBNAIL` pixels a side. ``latent`` is what to show:
+    a finished cell passes `plot.picture` of its result (a flow result's leftover noise at its level)."""
     from PIL import Image
 
     rgb = model.decode(latent)[0].clamp(0, 1).float().cpu().numpy()
@@ -67,6 +68,7 @@ def run_cell(model, doc: dict, arrays: dict, metrics=METRICS, save: bool = False
     the finished session (`RegionalSamplerSession.save`) as ``{name: bytes}``.
     """
     from .compare import detail_ratios
+    from .plot import picture
 
     with one_thread():
         session = build(model, doc, arrays, history_limit=0)  # a cell needs no scrubbing history
@@ -87,7 +89,7 @@ def run_cell(model, doc: dict, arrays: dict, metrics=METRICS, save: bool = False
         if "detail" in metrics:
             out["detail"] = [float(r) for r in detail_ratios(session)]
         if "thumbnail" in metrics:
-            out["thumbnail"] = thumbnail(model, session.result)
+            out["thumbnail"] = thumbnail(model, picture(session, "result"))  # as the CLI's --out shows it
         if save:
             out["files"] = _saved_files(session)
     return out

@@ -318,3 +318,27 @@ def test_a_diffusers_folder_is_its_spec(tmp_path):
 def assert_same_latents(a, b):
     assert a.status == b.status == ["done"] * len(a)
     assert all(torch.equal(a.result(i), b.result(i)) for i in range(len(a)))
+
+
+def test_a_flow_thumbnail_shows_the_picture_of_a_result_with_leftover_noise():
+    """A flow result stopped with its leftover noise (``x / (1 - sigma)``) is shown as `rw.plot.picture`
+    shows it (as the CLI's ``--out`` writes it), not as the raw latent decoded."""
+    from PIL import Image
+
+    model = rw.models.ToyWorld(n_exemplars=40, image_size=16, mixture_variance=0.01, textures="procedural",
+                               prediction="flow")
+    session = make_session(model)
+    session.end_at_step, session.return_with_leftover_noise = 3, True
+    study = rw.sweep(session, {"mode": ["faithful", "coherent"]}, executor="serial", progress=False)
+
+    def shown(latent):  # decoded, rounded to uint8, shrunk as a thumbnail is (16 px: unchanged)
+        rgb = model.decode(latent)[0].clamp(0, 1).numpy()
+        image = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))
+        image.thumbnail((96, 96))
+        return np.asarray(image).astype(int)
+
+    for i in range(len(study)):
+        cell = study.open(i)
+        picture, raw = shown(rw.plot.picture(cell, "result")), shown(cell.result)
+        assert np.abs(picture - raw).max() > 5  # the leftover noise shows: the two pictures differ
+        assert np.array_equal(study.results[i]["thumbnail"], picture)
