@@ -6,6 +6,11 @@ exemplar of its prompt) divided by the same error of a plain run of the same sam
 whole image with that prompt (same seed, same sigma grid). 1.0 = as detailed as a plain run;
 below 1 = under-noised ("undetailed"), above 1 = leftover noise. It needs a model that knows its
 exemplars (`ToyWorld`); other models get images and maps only.
+
+The ratio needs a plain run that misses its exemplars by a measurable amount. On a model whose
+pictures are points (`ToyWorld()`'s default ``mixture_variance=0``) a plain run ends *exactly* on an
+exemplar, its error is float round-off (~1e-16) and a ratio over it is noise (~1e15): such a
+region's ratio is NaN, with a `DetailRatioWarning` saying why (use ``mixture_variance > 0``).
 """
 from __future__ import annotations
 
@@ -22,6 +27,15 @@ from .sampling.samplers import sample
 from .sampling.schedules import sampler_sigmas
 
 
+# A plain error below this fraction of the exemplars' mean square is round-off, not a distance:
+# float32 latents leave ~1e-15 of it, a mixture variance of 1e-6 already ~1e-6, 0.01 gives ~1e-2.
+RELATIVE_FLOOR = 1e-9
+
+
+class DetailRatioWarning(UserWarning):
+    """A region's detail ratio is NaN: its plain run lands on an exemplar, so there is nothing to compare."""
+
+
 def _exemplars_of(model, prompt, shape):
     """The prompt's exemplars as latents (the model's own prompt parsing, via its cond)."""
     exemplars = model.encode(prompt).exemplars
@@ -35,16 +49,29 @@ def region_error(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, ero
     ``latent`` is in VAE space (a session's result); the exemplars are compared in model space.
     """
     latent = process_in(latent, latent_format(model))
-    h, w = latent.shape[-2:]
-    m = mask_ops.resize(torch.from_numpy(np.array(mask, dtype=np.float32)), h, w) >= 0.5
+    m = _region_pixels(mask, latent.shape[-2:], erode)
+    ex = _exemplars_of(model, prompt, latent.shape[1:])[:, :, m]
+    values = latent[0][:, m].double()
+    return float(((ex.double() - values) ** 2).flatten(1).mean(1).min())
+
+
+def _region_pixels(mask, size, erode: int) -> torch.Tensor:
+    """The mask at latent size ``(h, w)``, eroded by ``erode`` pixels, as booleans."""
+    m = mask_ops.resize(torch.from_numpy(np.array(mask, dtype=np.float32)), *size) >= 0.5
     if erode:
         k = 2 * erode + 1
         m = -torch.nn.functional.max_pool2d(-m.float()[None, None], k, stride=1, padding=erode)[0, 0] >= 0.5
     if not m.any():
         raise ValueError("mask: the region is empty after erosion; paint a larger region")
-    ex = _exemplars_of(model, prompt, latent.shape[1:])[:, :, m]
-    values = latent[0][:, m].double()
-    return float(((ex.double() - values) ** 2).flatten(1).mean(1).min())
+    return m
+
+
+def region_scale(model, latent: torch.Tensor, mask: np.ndarray, prompt: str, erode: int = 4) -> float:
+    """The mean square of ``prompt``'s exemplars over the region (model space, ``latent`` gives the
+    shape): the scale `region_error`'s distances are small or large against."""
+    shape = process_in(latent, latent_format(model)).shape[1:]
+    m = _region_pixels(mask, shape[-2:], erode)
+    return float((_exemplars_of(model, prompt, shape)[:, :, m].double() ** 2).mean())
 
 
 def plain_error(model, session, region: int, seed=None) -> float:
@@ -72,12 +99,29 @@ def plain_error(model, session, region: int, seed=None) -> float:
 
 
 def detail_ratios(session) -> list:
-    """Per region: its error in the session's result over a plain run's error (needs a run)."""
+    """Per region: its error in the session's result over a plain run's error (needs a run).
+
+    NaN, with a `DetailRatioWarning`, for a region whose plain run lands on an exemplar (its error
+    under `RELATIVE_FLOOR` of the exemplars' mean square): nothing to measure the region against."""
+    import warnings
+
     if session.result is None:
         session.run()
     model = session.model
-    return [region_error(model, session.result, r.mask, r.config.positive) / plain_error(model, session, j)
-            for j, r in enumerate(session.regions, 1)]
+    ratios = []
+    for j, r in enumerate(session.regions, 1):
+        error = region_error(model, session.result, r.mask, r.config.positive)
+        plain = plain_error(model, session, j)
+        floor = RELATIVE_FLOOR * region_scale(model, session.result, r.mask, r.config.positive)
+        if plain > floor:
+            ratios.append(error / plain)
+            continue
+        warnings.warn(f"region {j} ({r.config.positive!r}): a plain run of {r.config.sampler} lands on an exemplar "
+                      f"(error {plain:.2g}, the exemplars' mean square {floor / RELATIVE_FLOOR:.2g}), so the detail "
+                      "ratio is NaN; a model whose pictures have spread measures it, e.g. "
+                      "ToyWorld(mixture_variance=0.01)", DetailRatioWarning, stacklevel=2)
+        ratios.append(float("nan"))
+    return ratios
 
 
 def compare(a, b, *, labels=("A", "B"), every: int = 4):
