@@ -16,16 +16,17 @@ PACKAGE = Path(__file__).parents[1] / "regional_widgets"
 MAX_LINES = 400
 
 # layer      -> the modules in it: a folder ("sampling/") holds every module under it; a name is one
-#               top-level module of the package ("session" is regional_widgets/session.py); a name
-#               ending in "_" is a family of split modules ("sweep_" is sweep_store, sweep_cells...)
+#               top-level module of the package ("session" is regional_widgets/session.py)
 LAYERS = {
     "sampling": ["sampling/"],     # pure torch + numpy: model sampling, schedules, samplers, noise, masks
     "models":   ["models/"],       # denoisers behind one protocol; CFG; ToyWorld, diffusers folders
     "engines":  ["node_params", "program", "faithful", "coherent"],  # the nodes' parameters and programs
     "io":       ["io/"],           # plain data in and out (files, PNGs, ComfyUI): see IO_MAY_IMPORT
-    "session":  ["session", "params", "node_checks", "regions", "timeline", "arena", "persistence",
-                 "session_"],      # the observable state, its checks, history and files (+ its splits)
-    "studies":  ["sweep", "sweep_", "compare", "plot", "colors", "cli", "__main__", "__init__"],
+    "session":  ["session", "params", "node_checks", "session_checks", "regions", "timeline", "arena",
+                 "persistence", "stepper", "publish", "node_functions"],  # the observable state, its
+                                   # checks, its run in motion, history, files, the nodes as functions
+    "studies":  ["sweep", "sweep_grid", "sweep_cells", "sweep_store", "sweep_figures", "compare", "plot",
+                 "colors", "cli", "__main__", "__init__"],  # grids, comparisons, figures, the command line
     "widgets":  ["widgets/"],      # ipywidgets views over a session
 }
 ORDER = list(LAYERS)
@@ -61,9 +62,6 @@ def layer_of(name: str):
         for member in members:
             if member.endswith("/"):
                 if top == member[:-1]:
-                    return layer
-            elif member.endswith("_"):  # a family of split modules: sweep_store, sweep_cells...
-                if "." not in name and name.startswith(member):
                     return layer
             elif name == member:
                 return layer
@@ -166,7 +164,7 @@ def test_the_layer_table_places_known_modules():
     assert layer_of("faithful") == "engines" and layer_of("session") == "session"
     assert layer_of("io.paths") == "io" and layer_of("sweep_store") == "studies" and layer_of("__init__") == "studies"
     assert layer_of("widgets.app") == "widgets" and layer_of("colors") == "studies"
-    assert layer_of("session_state") == "session" and layer_of("io") == "io" and layer_of("sweep_x.y") is None
+    assert layer_of("stepper") == "session" and layer_of("io") == "io" and layer_of("session_new") is None
     assert layer_of("brand_new_module") is None
 
 
