@@ -22,9 +22,19 @@ def _region_class():
     return Region
 
 
+def _doc_fields():
+    """What session.json's configs and quirks hold, for `io.session_format` (which never imports the engines)."""
+    from .io.session_format import DocFields
+
+    return DocFields(config_keys=tuple(SamplerConfig().to_dict()), check_config=lambda config: SamplerConfig(**config),
+                     quirk_names=tuple(Quirks().to_dict()))
+
+
 def save_session(session, path):
     """`RegionalSamplerSession.save`."""
-    from .io.session_files import describe_model_sampling, pack_tree, write_session
+    from .io.session_files import write_session
+    from .io.session_format import describe_model_sampling
+    from .io.session_state import pack_tree
 
     state, model = session.state, session.model
     doc = {"node": session.node, "parameters": session.parameters(), "base": session.base.to_dict(),
@@ -48,9 +58,11 @@ def save_session(session, path):
 def load_session(cls, path, model):
     """`RegionalSamplerSession.load`."""
     from .io.paths import FileSafetyError
-    from .io.session_files import SessionFileError, describe_model_sampling, read_session
+    from .io.session_files import read_session
+    from .io.session_format import SessionFileError, describe_model_sampling
 
     doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale,
+                                       fields=_doc_fields(),
                                        model_sampling=describe_model_sampling(as_model_sampling(model)))
     try:
         return _from_saved(cls, doc, masks, tensors, model)
@@ -62,7 +74,8 @@ def load_session(cls, path, model):
 
 def _from_saved(cls, doc, masks, tensors, model):
     """A session from checked file contents; the saved state is checked against the plan before use."""
-    from .io.session_files import SessionFileError, check_extra, check_state, unpack_tree
+    from .io.session_format import SessionFileError
+    from .io.session_state import check_extra, check_state, unpack_tree
 
     Region = _region_class()
     regions = [Region(masks[f"region_{j}"], SamplerConfig(**r["config"]), r["variation_seed"],

@@ -16,50 +16,31 @@ and shapes from the file headers before any array is read, then finiteness and r
 fields the saved sub-step implies) before anything is built. A damaged, tampered or mismatched
 file raises `SessionFileError` naming the file and field; a refused path raises
 `paths.FileSafetyError`.
+
+This module reads and writes the folder; what its files may hold and the checks of it are in
+`session_format` (``session.json``, the latents header) and `session_state` (the run state at the
+saved sub-step), whose names are re-exported here.
 """
 from __future__ import annotations
 
 import io
 import json
-import math
-import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..node_params import Quirks, SamplerConfig
-from ..sampling.checks import is_int
-from ..sampling.samplers import SAMPLER_NAMES
-from .comfy import SAMPLER_NODES, SCHEMAS, Literal
 from .paths import FileSafetyError, FileTooLargeError, inside, open_read, parse_json, read_bytes, write_atomic
+from .session_format import (DATA_FILES, FORMAT, INDEX, MAX_HEADER_BYTES, MAX_JSON_BYTES, MODES,
+                             PARAMETRISATION_NAMES, STATE_MAPS, V1_FILES, VERSION, DocFields, SessionFileError,
+                             check_doc, check_header, describe_model_sampling, files_of)
+from .session_state import check_extra, check_state, pack_tree, unpack_tree
 
-FORMAT = "regional_widgets.session"
-VERSION = 2  # 2: session.json names its data files; 1 (fixed names) is still read
-INDEX = "session.json"
-MODES = ("faithful", "coherent")
-MAX_JSON_BYTES = 8 * 2**20
-MAX_HEADER_BYTES = 2**20  # a safetensors header (JSON): ours are a few kB
-MAX_LATENT_ELEMENTS = 2**28  # 1 GiB of float32: B x C x h x w of the largest latent loaded
-MAX_BATCH_INDEX = 4096  # EmptyLatentImage's largest batch
-_DATA = {"masks": r"masks(\.[0-9]{1,6})?\.npz", "latents": r"latents(\.[0-9]{1,6})?\.safetensors"}
-_V1_FILES = {"masks": "masks.npz", "latents": "latents.safetensors"}
-_LATENT_LIKE = ("latent", "base_latent", "denoised", "result")
-_MAPS = ("sigma_map", "base_sigma_map", "times_map")
-_ST_DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
-_LATENT_DTYPES = ("F32", "F64")
-_CONFIG_KEYS = tuple(SamplerConfig().to_dict())
-_REGION_KEYS = ("config", "variation_seed", "variation_strength", "variation_method")
-_STATE_KEYS = ("sigma", "sigma_next", "model_calls", "passes")
-_DOC_KEYS = ("format", "version", "files", "node", "parameters", "base", "regions", "batch_index", "latent_channels",
-             "quirks", "cursor", "state", "mode", "extra", "model_sampling")
-_OPTIONAL_DOC_KEYS = ("model_sampling",)  # the model's family and schedule; files written before it lack it
-PARAMETRISATION_NAMES = {"eps": "EPS", "v": "V-prediction", "const": "flow (CONST)"}
-
-
-class SessionFileError(ValueError):
-    """A session file that is missing, damaged, tampered with or does not fit the model."""
+__all__ = [  # the folder here; its format in session_format, the run state in session_state
+    "write_session", "read_session", "SessionFileError", "DocFields", "check_doc", "check_header",
+    "describe_model_sampling", "check_state", "check_extra", "pack_tree", "unpack_tree", "FORMAT", "VERSION",
+    "INDEX", "MODES", "MAX_JSON_BYTES", "MAX_HEADER_BYTES", "PARAMETRISATION_NAMES"]
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -76,7 +57,7 @@ def _ours(folder: Path):
         raise FileSafetyError(refusal.format(why=f"no {INDEX}"))
     try:
         doc = parse_json(read_bytes(folder, INDEX, MAX_JSON_BYTES))
-        files = _files_of(doc)
+        files = files_of(doc)
     except (OSError, ValueError) as err:
         if isinstance(err, FileSafetyError):
             raise
@@ -84,23 +65,9 @@ def _ours(folder: Path):
     return files
 
 
-def _files_of(doc) -> dict:
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") not in (1, VERSION):
-        raise SessionFileError(f"{INDEX}: not a {FORMAT} file of version 1 or {VERSION}")
-    if doc["version"] == 1:
-        return dict(_V1_FILES)
-    files = doc.get("files")
-    if not isinstance(files, dict) or set(files) != set(_DATA):
-        raise SessionFileError(f"{INDEX}: files: expected {{'masks': ..., 'latents': ...}}, got {str(files)[:80]}")
-    for key, pattern in _DATA.items():
-        if not isinstance(files[key], str) or not re.fullmatch(pattern, files[key]):
-            raise SessionFileError(f"{INDEX}: files.{key}: expected a name like {_V1_FILES[key]!r}, "
-                                   f"got {str(files[key])[:80]!r}")
-    return files
-
 
 def _free_name(folder: Path, key: str, taken) -> str:
-    stem, ext = _V1_FILES[key].split(".", 1)
+    stem, ext = V1_FILES[key].split(".", 1)
     for k in range(10**6):
         name = f"{stem}.{ext}" if k == 0 else f"{stem}.{k}.{ext}"
         if name not in taken and not (folder / name).is_symlink() and not inside(folder, name).exists():
@@ -123,7 +90,7 @@ def write_session(path, doc: dict, masks: dict, tensors: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     old = _ours(folder)
     taken = set(old.values()) if old else set()
-    names = {key: _free_name(folder, key, taken) for key in _DATA}
+    names = {key: _free_name(folder, key, taken) for key in DATA_FILES}
     doc = dict(doc, format=FORMAT, version=VERSION, files=names)
     # safetensors refuses tensors that share storage: store independent copies
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
@@ -133,7 +100,7 @@ def write_session(path, doc: dict, masks: dict, tensors: dict) -> None:
     index = json.dumps(doc, indent=2, allow_nan=False).encode()
     written = []
     try:
-        for key in _DATA:
+        for key in DATA_FILES:
             written.append(write_atomic(folder, names[key], data[key]))
         write_atomic(folder, INDEX, index, replace_ok=lambda _: old is not None)
     except BaseException:
@@ -150,17 +117,18 @@ def write_session(path, doc: dict, masks: dict, tensors: dict) -> None:
 
 def _index_files(folder):
     try:
-        return _files_of(parse_json(read_bytes(folder, INDEX, MAX_JSON_BYTES)))
+        return files_of(parse_json(read_bytes(folder, INDEX, MAX_JSON_BYTES)))
     except (OSError, ValueError):
         return None
 
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_session(path, *, channels: int, downscale: int, model_sampling=None):
+def read_session(path, *, channels: int, downscale: int, fields: DocFields, model_sampling=None):
     """``(doc, masks, tensors)`` from a session folder, every field checked (see `check_doc`) and every
-    array's dtype and shape checked from its header before it is read. ``model_sampling``: the loading
-    model's (`describe_model_sampling`), checked against the saved one where the file has it."""
+    array's dtype and shape checked from its header before it is read. ``fields``: what a config and the
+    quirks hold (the session layer's `DocFields`); ``model_sampling``: the loading model's
+    (`describe_model_sampling`), checked against the saved one where the file has it."""
     folder = Path(path)
     if not folder.is_dir():
         raise SessionFileError(f"path: {str(path)!r} is not a session folder (expected {INDEX} and the "
@@ -175,8 +143,8 @@ def read_session(path, *, channels: int, downscale: int, model_sampling=None):
         doc = parse_json(raw)
     except (ValueError, RecursionError) as err:
         raise SessionFileError(f"{INDEX}: cannot be read as JSON ({err})") from None
-    files = _files_of(doc)
-    check_doc(doc, channels, model_sampling)
+    files = files_of(doc)
+    check_doc(doc, channels, model_sampling, fields=fields)
     tensors = _read_latents(folder, files["latents"], channels)
     latent = tensors["latent_image"]
     batch_index = doc.get("batch_index")
@@ -186,103 +154,6 @@ def read_session(path, *, channels: int, downscale: int, model_sampling=None):
     masks = _read_masks(folder, files["masks"], len(doc["regions"]), size)
     return doc, masks, tensors
 
-
-def _fail(field, expected, value):
-    raise SessionFileError(f"{INDEX}: {field}: expected {expected}, got {str(value)[:80]!r}")
-
-
-def _is_number(value, lo=-math.inf, hi=math.inf) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and lo <= value <= hi
-
-
-def _check_keys(field, value, keys, optional=()):
-    if not isinstance(value, dict):
-        _fail(field, "an object", value)
-    missing = [k for k in keys if k not in value and k not in optional]
-    unknown = sorted(set(value) - set(keys))
-    if missing or unknown:
-        raise SessionFileError(f"{INDEX}: {field}: " + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown
-                                                                     else [])))
-
-
-def _check_config(field, value):
-    _check_keys(field, value, _CONFIG_KEYS)
-    try:
-        SamplerConfig(**value)
-    except (TypeError, ValueError) as err:
-        raise SessionFileError(f"{INDEX}: {field}.{err}") from None
-
-
-def describe_model_sampling(model_sampling) -> dict:
-    """A model sampling as session.json keeps it: ``{"parametrisation", "schedule"}`` (its repr)."""
-    return {"parametrisation": model_sampling.parametrisation, "schedule": repr(model_sampling)}
-
-
-def _check_model_sampling(saved, current) -> None:
-    _check_keys("model_sampling", saved, ("parametrisation", "schedule"))
-    if saved["parametrisation"] not in PARAMETRISATION_NAMES or not isinstance(saved["schedule"], str):
-        _fail("model_sampling", "a parametrisation (eps, v, const) and a schedule text", saved)
-    if current is None:
-        return
-    if saved["parametrisation"] != current["parametrisation"]:
-        raise SessionFileError(f"model: the session was saved with a {PARAMETRISATION_NAMES[saved['parametrisation']]} "
-                               f"model, this one is {PARAMETRISATION_NAMES.get(current['parametrisation'], '?')}")
-    if saved["schedule"] != current["schedule"]:
-        raise SessionFileError(f"model: the session was saved with the model sampling {saved['schedule']}, this "
-                               f"model has {current['schedule']}")
-
-
-def check_doc(doc: dict, channels: int, model_sampling=None) -> None:
-    """Every key and type of ``session.json`` (values the session validates again when it is built).
-    ``model_sampling``: the loading model's (`describe_model_sampling`), to compare with the saved one."""
-    v1 = doc.get("version") == 1
-    _check_keys("(top level)", doc, _DOC_KEYS,
-                optional=("files", "mode", "extra", "quirks") + _OPTIONAL_DOC_KEYS if v1 else _OPTIONAL_DOC_KEYS)
-    if "model_sampling" in doc:
-        _check_model_sampling(doc["model_sampling"], model_sampling)
-    if doc["node"] not in SAMPLER_NODES:
-        _fail("node", " or ".join(SAMPLER_NODES), doc["node"])
-    names = [n for n, spec in SCHEMAS[doc["node"]].required.items() if isinstance(spec, Literal)]
-    _check_keys("parameters", doc["parameters"], names)
-    for name, value in doc["parameters"].items():
-        if not isinstance(value, (bool, int, float, str)) or (isinstance(value, float) and not math.isfinite(value)):
-            _fail(f"parameters.{name}", "a plain value", value)
-    _check_config("base", doc["base"])
-    if not isinstance(doc["regions"], list):
-        _fail("regions", "a list", doc["regions"])
-    for j, region in enumerate(doc["regions"], 1):
-        _check_keys(f"regions[{j}]", region, _REGION_KEYS)
-        _check_config(f"regions[{j}].config", region["config"])
-    batch_index = doc["batch_index"]
-    if batch_index is not None and (not isinstance(batch_index, list)
-                                    or not all(is_int(b, 0, MAX_BATCH_INDEX - 1) for b in batch_index)):
-        _fail("batch_index", f"null or a list of integers in 0..{MAX_BATCH_INDEX - 1}", batch_index)
-    if not is_int(doc["latent_channels"], 1, 4096):
-        _fail("latent_channels", "a positive integer", doc["latent_channels"])
-    if doc["latent_channels"] != channels:
-        raise SessionFileError(f"model: the session was saved with a {doc['latent_channels']}-channel model, "
-                               f"this one has {channels}")
-    quirks = doc.get("quirks", {})
-    _check_keys("quirks", quirks, tuple(Quirks().to_dict()), optional=tuple(Quirks().to_dict()) if v1 else ())
-    for name, value in quirks.items():
-        if not isinstance(value, bool):
-            _fail(f"quirks.{name}", "true or false", value)
-    if not is_int(doc["cursor"], 0, 10**9):
-        _fail("cursor", "a non-negative integer", doc["cursor"])
-    state = doc["state"]
-    _check_keys("state", state, _STATE_KEYS)
-    for name in ("sigma", "sigma_next"):
-        if state[name] is not None and not _is_number(state[name], 0.0):
-            _fail(f"state.{name}", "null or a finite number >= 0", state[name])
-    if not is_int(state["model_calls"], 0, 2**53):
-        _fail("state.model_calls", "a non-negative integer", state["model_calls"])
-    passes = state["passes"]
-    if not isinstance(passes, list) or len(passes) > 3 or not all(p in SAMPLER_NAMES for p in passes):
-        _fail("state.passes", "a list of at most 3 sampler names", passes)
-    if doc.get("mode", "faithful") not in MODES:
-        _fail("mode", " or ".join(MODES), doc.get("mode"))
 
 
 def _read_latents(folder, name, channels) -> dict:
@@ -305,7 +176,7 @@ def _read_latents(folder, name, channels) -> dict:
             header = parse_json(raw, max_depth=4)
         except (ValueError, RecursionError) as err:
             raise SessionFileError(f"{where}: cannot be read (header: {err})") from None
-        end = _check_header(where, header, channels)
+        end = check_header(where, header, channels)
         body = file.read(end + 1)
     if len(raw) != size or len(body) != end:
         raise SessionFileError(f"{where}: cannot be read (the file is {'longer' if len(body) > end else 'shorter'} "
@@ -317,74 +188,10 @@ def _read_latents(folder, name, channels) -> dict:
     for key, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SessionFileError(f"{where}: {key}: expected finite values (found NaN or inf)")
-        if key.startswith("state.") and key[6:] in _MAPS and bool((tensor < 0).any()):
+        if key.startswith("state.") and key[6:] in STATE_MAPS and bool((tensor < 0).any()):
             raise SessionFileError(f"{where}: {key}: expected values >= 0")
     return tensors
 
-
-def _check_header(where, header, channels) -> int:
-    """Names, dtypes and shapes a session writes; returns the data length the header implies."""
-    if not isinstance(header, dict):
-        raise SessionFileError(f"{where}: cannot be read (the header is not an object)")
-    header = {k: v for k, v in header.items() if k != "__metadata__"}
-    entries = {}
-    for key, info in header.items():
-        if isinstance(info, dict) and info.get("dtype") not in _ST_DTYPES:
-            raise SessionFileError(f"{where}: {key}: dtype {str(info.get('dtype'))[:20]} is not one a session stores "
-                                   f"({', '.join(_ST_DTYPES)})")
-        ok = isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"} \
-            and isinstance(info["shape"], list) \
-            and all(is_int(n, 0, 2**40) for n in info["shape"]) and isinstance(info["data_offsets"], list) \
-            and len(info["data_offsets"]) == 2 and all(is_int(n, 0, 2**50) for n in info["data_offsets"])
-        if not ok:
-            raise SessionFileError(f"{where}: {key}: a malformed header entry {str(info)[:80]}")
-        entries[key] = (info["dtype"], tuple(info["shape"]), tuple(info["data_offsets"]))
-    if "latent_image" not in entries:
-        raise SessionFileError(f"{where}: latent_image: missing")
-    dtype, shape, _ = entries["latent_image"]
-    if len(shape) != 4 or shape[1] != channels or 0 in shape or math.prod(shape) > MAX_LATENT_ELEMENTS:
-        raise SessionFileError(f"{where}: latent_image: expected a [B, {channels}, h, w] latent of at most "
-                               f"{MAX_LATENT_ELEMENTS} values, got shape {list(shape)}")
-    if dtype not in _LATENT_DTYPES:
-        raise SessionFileError(f"{where}: latent_image: expected float32 or float64, got {dtype}")
-    if "state.latent" not in entries:
-        raise SessionFileError(f"{where}: state.latent: missing")
-    end = 0
-    for key, (kind, dims, (begin, stop)) in entries.items():
-        expected = _expected(key, shape, dtype)
-        if expected is None:
-            raise SessionFileError(f"{where}: {key}: not a tensor a session stores")
-        if not expected(kind, dims):
-            raise SessionFileError(f"{where}: {key}: expected {_describe(key, shape, dtype)}, got {kind} "
-                                   f"{list(dims)}")
-        if stop - begin != math.prod(dims) * torch.tensor([], dtype=_ST_DTYPES[kind]).element_size():
-            raise SessionFileError(f"{where}: {key}: data offsets do not match its shape")
-        end = max(end, stop)
-    return end
-
-
-def _expected(key, shape, dtype):
-    if key == "latent_image":
-        return lambda kind, dims: True
-    if key.startswith("state."):
-        name = key[6:]
-        if name in _LATENT_LIKE:
-            return lambda kind, dims: kind == dtype and dims == shape
-        if name in _MAPS:
-            return lambda kind, dims: kind == "F32" and dims == shape[-2:]
-        return None
-    if key == "extra" or key.startswith("extra."):  # coherent mode: sampler states
-        return lambda kind, dims: (kind == dtype and dims == shape) or (
-            len(dims) <= 1 and math.prod(dims) <= 100_000 and kind in _ST_DTYPES)
-    return None
-
-
-def _describe(key, shape, dtype) -> str:
-    if key[6:] in _MAPS:
-        return f"F32 {list(shape[-2:])} (the latent's h x w)"
-    if key.startswith("extra"):
-        return f"{dtype} {list(shape)} or a small 1-D tensor"
-    return f"{dtype} {list(shape)} (the latent's dtype and shape)"
 
 
 def _read_masks(folder, name, count: int, size: tuple) -> dict:
@@ -437,136 +244,3 @@ def _read_masks(folder, name, count: int, size: tuple) -> dict:
                 masks[key] = array
     return masks
 
-
-# ---- the state the saved sub-step implies ------------------------------------------------------
-
-def check_state(doc: dict, tensors: dict, *, mode: str, kinds: list, done: bool, restore_latent: bool) -> None:
-    """The state fields present or absent as a session at this sub-step has them.
-
-    ``kinds``: the kinds of the sub-steps made so far (``ops[:cursor]``), ``done``: the run's end.
-    """
-    where = doc["files"]["latents"] if "files" in doc else _V1_FILES["latents"]
-    state = doc["state"]
-    cursor = len(kinds)
-    have = {name: f"state.{name}" in tensors for name in _LATENT_LIKE}
-    if mode == "faithful":
-        need_base = restore_latent and "base" in kinds
-        if doc.get("extra") is not None:
-            raise SessionFileError(f"{INDEX}: extra: a faithful session stores no sampler states (mode switched?)")
-        if state["passes"] and (cursor == 0 or kinds[-1] == "composite"):
-            _fail("state.passes", "[] after a composite or at the start", state["passes"])
-    else:
-        need_base = "blend" in kinds
-        if cursor and doc.get("extra") is None:
-            raise SessionFileError(f"{INDEX}: extra: missing; a coherent session at sub-step {cursor} needs its "
-                                   "sampler states (was it saved in faithful mode?)")
-        if state["passes"]:
-            _fail("state.passes", "[] in coherent mode", state["passes"])
-    if have["base_latent"] != need_base:
-        raise SessionFileError(f"{where}: state.base_latent: {'missing' if need_base else 'unexpected'} at "
-                               f"sub-step {cursor} of a {mode} run")
-    if have["result"] != done:
-        raise SessionFileError(f"{where}: state.result: {'missing at the end' if done else 'unexpected before the end'}"
-                               " of the run")
-    for name in _MAPS:
-        if f"state.{name}" not in tensors:
-            raise SessionFileError(f"{where}: state.{name}: missing")
-    if cursor == 0:
-        for name in ("denoised", "sigma", "sigma_next"):
-            present = have["denoised"] if name == "denoised" else state[name] is not None
-            if present:
-                raise SessionFileError(f"{INDEX}: state.{name}: unexpected at the start of the run")
-        if state["model_calls"]:
-            _fail("state.model_calls", "0 at the start of the run", state["model_calls"])
-        if doc.get("extra") is not None:
-            raise SessionFileError(f"{INDEX}: extra: unexpected at the start of the run")
-    elif mode == "coherent" and not have["denoised"]:
-        raise SessionFileError(f"{where}: state.denoised: missing after a coherent sub-step")
-
-
-def check_extra(plain, latent_shape, parts: int, kinds: list) -> None:
-    """Coherent mode's stored sampler states: the keys, counts and shapes the sub-step implies."""
-    field = f"{INDEX}: extra"
-    if not isinstance(plain, dict) or not {"x", "parts", "outputs"} <= set(plain) \
-            or set(plain) - {"x", "parts", "outputs", "denoised", "first", "first_uncond"}:
-        raise SessionFileError(f"{field}: expected x, parts, outputs (and first), got "
-                               f"{sorted(plain) if isinstance(plain, dict) else type(plain).__name__}")
-    since_blend = len(kinds) - (max(k for k, kind in enumerate(kinds) if kind == "blend") + 1 if "blend" in kinds
-                                else 0)
-
-    def tensor(name, value):
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(latent_shape):
-            raise SessionFileError(f"{field}.{name}: expected a tensor of the latent's shape {list(latent_shape)}")
-
-    tensor("x", plain["x"])
-    if not isinstance(plain["parts"], (list, tuple)) or len(plain["parts"]) != parts:
-        raise SessionFileError(f"{field}.parts: expected {parts} entries (the base and each region)")
-    for k, part in enumerate(plain["parts"]):
-        if part is None:
-            continue
-        if not isinstance(part, dict) or not isinstance(part.get("sampler"), str) \
-                or part["sampler"] not in SAMPLER_NAMES or not is_int(part.get("i"), 0, 10**5) \
-                or not isinstance(part.get("memory"), dict):
-            raise SessionFileError(f"{field}.parts[{k}]: expected a sampler state (sampler, x, sigmas, i, memory, ...)")
-        tensor(f"parts[{k}].x", part.get("x"))
-    outputs = plain["outputs"]
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != since_blend:
-        raise SessionFileError(f"{field}.outputs: expected {since_blend} outputs (part steps since the last blend)")
-    for k, out in enumerate(outputs):
-        tensor(f"outputs[{k}]", out)
-    x0s = plain.get("denoised", ())  # the parts' x0 predictions since the blend (absent in older files)
-    if not isinstance(x0s, (list, tuple)) or len(x0s) not in (0, since_blend):
-        raise SessionFileError(f"{field}.denoised: expected {since_blend} predictions (part steps since the last blend)")
-    for k, value in enumerate(x0s):
-        tensor(f"denoised[{k}]", value)
-    first = plain.get("first")
-    if since_blend == 0 and first is not None:
-        raise SessionFileError(f"{field}.first: unexpected after a blend")
-    if since_blend:
-        if not isinstance(first, (list, tuple)) or len(first) != parts:
-            raise SessionFileError(f"{field}.first: expected {parts} first evaluations in the middle of a step")
-        for k, value in enumerate(first):  # the denoised prediction, or (denoised, uncond) for CFG++ samplers
-            if isinstance(value, (list, tuple)) and len(value) == 2:
-                tensor(f"first[{k}][0]", value[0])
-                if value[1] is not None:
-                    tensor(f"first[{k}][1]", value[1])
-            else:
-                tensor(f"first[{k}]", value)
-
-
-# ---- coherent mode's nested state as JSON + tensors --------------------------------------------
-
-def pack_tree(value, prefix: str, tensors: dict):
-    """A JSON-able skeleton of nested dicts/lists/tuples/scalars; tensors go to ``tensors``."""
-    if isinstance(value, torch.Tensor):
-        tensors[prefix] = value
-        return {"tensor": prefix}
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError(f"{prefix}: only string keys can be stored")
-        return {"dict": {k: pack_tree(v, f"{prefix}.{k}", tensors) for k, v in value.items()}}
-    if isinstance(value, (list, tuple)):
-        kind = "tuple" if isinstance(value, tuple) else "list"
-        return {kind: [pack_tree(v, f"{prefix}.{n}", tensors) for n, v in enumerate(value)]}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return {"value": value}
-    raise TypeError(f"{prefix}: cannot store a {type(value).__name__}")
-
-
-def unpack_tree(doc, tensors: dict):
-    """The inverse of `pack_tree`; a missing tensor or an unknown node raises SessionFileError."""
-    if not isinstance(doc, dict) or len(doc) != 1:
-        raise SessionFileError(f"{INDEX}: extra: malformed stored value {str(doc)[:80]}")
-    (kind, body), = doc.items()
-    if kind == "tensor":
-        if not isinstance(body, str) or body not in tensors:
-            raise SessionFileError(f"latents: missing tensor {str(body)[:80]!r}")
-        return tensors[body]
-    if kind == "dict" and isinstance(body, dict):
-        return {k: unpack_tree(v, tensors) for k, v in body.items()}
-    if kind in ("list", "tuple") and isinstance(body, list):
-        items = [unpack_tree(v, tensors) for v in body]
-        return tuple(items) if kind == "tuple" else items
-    if kind == "value" and (body is None or isinstance(body, (bool, int, float, str))):
-        return body
-    raise SessionFileError(f"{INDEX}: extra: unknown stored kind {kind!r}")

@@ -444,3 +444,64 @@ def test_io_never_imports_the_session_or_the_widgets():
             for name in names:
                 assert not any(part in ("session", "widgets") for part in name.strip(".").split(".")), \
                     (source.name, name)
+
+
+def _package_imports(text: str) -> list:
+    """Every import of a regional_widgets module in an io source, as an absolute dotted name."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom):
+            base = {0: "", 1: "regional_widgets.io", 2: "regional_widgets"}.get(node.level)
+            assert base is not None, f"an import {node.level} levels up: {ast.unparse(node)}"
+            names = [".".join(p for p in (base, node.module) if p)]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found += [name for name in names if name.split(".")[0] == "regional_widgets"]
+    return found
+
+
+def test_io_imports_nothing_of_the_package_but_io_and_sampling():
+    """io sits on `sampling` alone (ARCHITECTURE.md); what a session's configs and quirks hold comes in as
+    `session_format.DocFields`, never by importing the engines."""
+    import pathlib
+
+    import regional_widgets.io as package
+
+    # the check sees a layer breach, through every spelling of an import
+    for breach in ("from ..node_params import Quirks", "from .. import session", "import regional_widgets.plot",
+                   "from regional_widgets import widgets", "def f():\n    from ..models import base"):
+        assert any(name.split(".")[1:2] not in (["io"], ["sampling"]) for name in _package_imports(breach)), breach
+    outside, seen = [], []
+    for source in sorted(pathlib.Path(package.__file__).parent.glob("*.py")):
+        for name in _package_imports(source.read_text()):
+            seen.append(name)
+            if name.split(".")[1:2] not in (["io"], ["sampling"]):
+                outside.append((source.name, name))
+    assert outside == []
+    assert "regional_widgets.sampling.samplers" in seen and "regional_widgets.io.paths" in seen
+
+
+def test_the_session_layer_says_what_a_config_holds(saved):
+    """`check_doc` asks the `DocFields` it is given, not a class of its own, whether a config is acceptable."""
+    from regional_widgets.io.session_format import DocFields, check_doc
+
+    def doc():
+        return index(saved)
+
+    def refuse(config):
+        raise ValueError("cfg: refused by the caller")
+
+    keys = tuple(doc()["base"])
+    quirks = tuple(doc()["quirks"])
+    check_doc(doc(), MODEL.latent_channels, fields=DocFields(keys, lambda config: None, quirks))
+    with pytest.raises(SessionFileError, match=r"^session.json: base\.cfg: refused by the caller$"):
+        check_doc(doc(), MODEL.latent_channels, fields=DocFields(keys, refuse, quirks))
+    with pytest.raises(SessionFileError, match=r"^session.json: base: unknown cfg"):
+        check_doc(doc(), MODEL.latent_channels, fields=DocFields(tuple(k for k in keys if k != "cfg"),
+                                                                 lambda config: None, quirks))
+    with pytest.raises(SessionFileError, match=r"^session.json: quirks: unknown "):
+        check_doc(doc(), MODEL.latent_channels, fields=DocFields(keys, lambda config: None, quirks[1:]))
