@@ -71,33 +71,12 @@ def _source_kind(source: Path) -> str:
     raise UsageError(f"{source}: expected a session folder, a ComfyUI workflow (.json) or a ComfyUI image (.png)")
 
 
-def saved_model(source: Path, kind: str):
-    """The model a saved session names (``"model"`` in session.json: a name, a path or a model spec)."""
-    if kind != "session":
-        return None
-    try:
-        doc = json.loads((source / "session.json").read_text())
-    except (OSError, ValueError):
-        return None  # load() reports the damage with its own message
-    model = doc.get("model") if isinstance(doc, dict) else None
-    return model if isinstance(model, (str, dict)) and model else None
-
-
-def load_model(spec):
-    """``toyworld`` (the built-in model), the path of a diffusers folder, or a saved model spec
-    (``model.spec``: ToyWorld or a diffusers folder; a spec naming code to import is refused)."""
+def load_model(spec: str):
+    """``toyworld`` (the built-in model) or the path of a diffusers folder. A session file does not
+    name its model (`RegionalSamplerSession.load` takes one): a file made for another kind is refused
+    by the loader, and the message says to choose one with --model."""
     import regional_widgets as rw
 
-    if isinstance(spec, dict):
-        if spec.get("model") not in ("ToyWorld", "DiffusersModel"):
-            raise UsageError("the session names a model this command does not build from a file "
-                             f"({str(spec)[:80]}); choose one with --model")
-        if spec.get("model") == "DiffusersModel":
-            _quiet_hf_loaders()
-        try:
-            return rw.models.from_spec(spec)
-        except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
-            raise UsageError(f"the session's model cannot be built: {_one_line(err)}; choose one with --model") from None
     if spec.lower() in ("toyworld", "toy", "builtin"):
         return rw.models.ToyWorld()
     path = Path(spec)
@@ -133,10 +112,6 @@ def _quiet_hf_loaders() -> None:
             logging.disable_progress_bar()
 
 
-def model_label(spec) -> str:
-    return (spec.get("path") or spec.get("model", "?")) if isinstance(spec, dict) else spec
-
-
 def _one_line(err) -> str:
     text = " ".join(str(err).split())
     return text if len(text) < 400 else text[:397] + "..."
@@ -160,7 +135,8 @@ def _load_session(source: Path, kind: str, model):
             print(f"{PROG}: note: {_one_line(warning.message)}", file=sys.stderr)
         return session
     except (SessionFileError, ComfyWorkflowError, ParameterError) as err:
-        raise UsageError(f"{source}: {_one_line(err)}") from None
+        hint = "; choose the model with --model" if str(err).startswith("model:") else ""
+        raise UsageError(f"{source}: {_one_line(err)}{hint}") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{source}: cannot be read ({type(err).__name__}: {_one_line(err)})") from None
 
@@ -190,8 +166,11 @@ def _run_with_progress(session, progress: bool) -> None:
 
 
 def _detail_ratios(session, model, timings):
-    """``(ratios, note)``: `rw.detail_ratios` where the model has exemplars to measure against."""
-    from .compare import detail_ratios
+    """``(ratios, note)``: `rw.detail_ratios` where the model has exemplars to measure against; a
+    region with nothing to measure against is ``None`` (JSON null), and the note says why."""
+    import warnings
+
+    from .compare import DetailRatioWarning, detail_ratios
 
     if not session.regions:
         return None, "no regions"
@@ -199,7 +178,11 @@ def _detail_ratios(session, model, timings):
         return None, "the model has no exemplars (detail ratios need ToyWorld)"
     t0 = time.perf_counter()
     try:
-        return [float(f"{r:.4g}") for r in detail_ratios(session)], None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DetailRatioWarning)
+            ratios = [None if r != r else float(f"{r:.4g}") for r in detail_ratios(session)]  # NaN -> null
+        notes = [str(w.message) for w in caught if issubclass(w.category, DetailRatioWarning)]
+        return ratios, "; ".join(notes) or None
     except ValueError as err:  # e.g. a region too small to measure
         return None, str(err)
     finally:
@@ -217,7 +200,7 @@ def cmd_run(args) -> int:
     _check_outputs(args)
     timings = {}
     t0 = time.perf_counter()
-    model_spec = args.model or saved_model(source, kind) or "toyworld"
+    model_spec = args.model or "toyworld"
     model = load_model(model_spec)
     session = _load_session(source, kind, model)
     timings["load_s"] = time.perf_counter() - t0
@@ -247,7 +230,7 @@ def cmd_run(args) -> int:
         summary = {
             "status": "done" if session.done else "stopped",
             "session_status": session.status,
-            "source": str(source), "source_kind": kind, "model": model_label(model_spec),
+            "source": str(source), "source_kind": kind, "model": model_spec,
             "node": session.node, "mode": session.mode, "steps": session.num_steps,
             "regions": len(session.regions), "written": written,
             "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -305,17 +288,14 @@ def cmd_info(args) -> int:
 
 # ---- demo -----------------------------------------------------------------------------------------
 
-def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
-    """A regional scene on the built-in model: the per-step strip and the schedules as PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def demo_scene() -> dict:
+    """The demo's scene on the built-in model: sky, a grass ground (dpmpp_2m) and a brick wall (heun),
+    as ``model, latent, base, regions`` keywords of a session (also docs/make_run_gif.py's scene)."""
     import numpy as np
 
     import regional_widgets as rw
 
     model = rw.models.ToyWorld()
-    latent = rw.empty_latent(model, 64, 64)
     ground = np.zeros((64, 64), np.float32)
     ground[40:] = 1
     wall = np.zeros((64, 64), np.float32)
@@ -323,8 +303,17 @@ def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
     base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
     regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass")),
                rw.Region(wall, rw.SamplerConfig(sampler="heun", scheduler="karras", cfg=2.0, positive="brick"))]
-    session = rw.RegionalSamplerSession.regional_sampler(model, latent, base=base, regions=regions, seed=seed,
-                                                         steps=steps)
+    return {"model": model, "latent": rw.empty_latent(model, 64, 64), "base": base, "regions": regions}
+
+
+def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
+    """A regional scene on the built-in model: the per-step strip and the schedules as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import regional_widgets as rw
+
+    session = rw.RegionalSamplerSession.regional_sampler(**demo_scene(), seed=seed, steps=steps)
     fig = rw.plot.step_strip(session, every=max(1, steps // 10))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
@@ -357,7 +346,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a session folder (session.save), a ComfyUI workflow .json or a ComfyUI image .png")
     r.add_argument("--out", required=True, help="the result image (PNG)")
     r.add_argument("--model", default=None,
-                   help="'toyworld' or a diffusers folder (default: the model a saved session names, else toyworld)")
+                   help="'toyworld' (the default) or a diffusers folder; a session file does not name its model")
     r.add_argument("--steps-gif", default=None, metavar="PATH", help="an animation of the run (.gif, or .mp4 with ffmpeg)")
     r.add_argument("--fps", type=float, default=4, help="frames per second of --steps-gif (default 4)")
     r.add_argument("--strip", default=None, metavar="PATH", help="the x0 prediction per step as one PNG")

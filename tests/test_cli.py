@@ -78,8 +78,8 @@ def test_run_a_saved_session_with_every_output(sources, tmp_path):
     assert summary["steps"] == STEPS and summary["regions"] == 2 and summary["node"] == "RegionalSamplerAdvanced"
     assert set(summary["timings"]) >= {"load_s", "run_s", "steps_gif_s", "strip_s", "detail_ratios_s"}
     assert all(v >= 0 for v in summary["timings"].values())
-    ratios = summary["detail_ratios"]
-    assert len(ratios) == 2 and all(isinstance(r, float) and r > 0 for r in ratios)
+    # ToyWorld()'s pictures are points: a plain run lands on one, nothing to measure a region against
+    assert summary["detail_ratios"] == [None, None] and "mixture_variance" in summary["detail_ratios_note"]
     # the result is exactly the continued run of the saved session
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "result.png").convert("RGB")),
                                   sources["expected"])
@@ -195,23 +195,48 @@ def test_bad_input_exits_2_with_one_line(case, sources, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_the_model_a_saved_session_names(tmp_path):
-    """``run`` without --model takes the session's own model (a name, a path or a ToyWorld/diffusers spec)."""
-    from regional_widgets.cli import UsageError, load_model, saved_model
+def test_a_session_file_names_no_model(tmp_path):
+    """``run`` builds the model --model names (default toyworld): a session file does not name one, and
+    one made for another kind of model is refused with a line saying to choose it with --model."""
+    from regional_widgets.cli import UsageError, load_model
 
-    folder = tmp_path / "s"
-    folder.mkdir()
-    (folder / "session.json").write_text(json.dumps({"format": "regional_widgets.session"}))
-    assert saved_model(folder, "session") is None  # none named: the default, toyworld
-    spec = rw.models.ToyWorld(mixture_variance=0.01).spec
-    (folder / "session.json").write_text(json.dumps({"model": spec}))
-    assert saved_model(folder, "session") == spec and saved_model(folder, "comfy") is None
-    model = load_model(spec)
-    assert isinstance(model, rw.models.ToyWorld) and model.mixture_variance == 0.01
-    with pytest.raises(UsageError, match="choose one with --model"):
-        load_model({"factory": "os:system", "kwargs": {"command": "true"}})  # never imports code from a file
+    helped = cli("run", "--help", cwd=tmp_path)
+    assert "'toyworld' (the default)" in " ".join(helped.stdout.split())
+    assert "names" not in helped.stdout.replace("does not name its model", "")  # no "the model a session names"
+    assert isinstance(load_model("toyworld"), rw.models.ToyWorld)
     with pytest.raises(UsageError, match="--model nowhere"):
         load_model("nowhere")
+    flow = rw.models.ToyWorld(n_exemplars=60, prediction="flow")
+    make_session(flow).save(tmp_path / "flow")
+    result = cli("run", "flow", "--out", "x.png", cwd=tmp_path)
+    assert_usage_error(result, "flow", "choose the model with --model")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_detail_ratios_in_the_json_are_numbers_or_null(tmp_path, monkeypatch, capsys):
+    """A model whose pictures have spread gives finite ratios and no note; JSON never holds NaN."""
+    from regional_widgets import cli as cli_module
+
+    model = rw.models.ToyWorld(mixture_variance=0.01)
+    make_session(model).save(tmp_path / "spread")
+    monkeypatch.setattr(cli_module, "load_model", lambda spec: model)
+    assert cli_module.main(["run", str(tmp_path / "spread"), "--out", str(tmp_path / "s.png"), "--json",
+                            "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    ratios = summary["detail_ratios"]
+    assert len(ratios) == 2 and all(isinstance(r, float) and r > 0 for r in ratios)
+    assert "detail_ratios_note" not in summary
+
+
+def test_the_demo_scene_is_the_run_gifs():
+    """docs/make_run_gif.py draws `cli.demo_scene`, the scene `demo` renders: one scene, written once."""
+    from regional_widgets.cli import demo_scene
+
+    source = (ROOT / "docs" / "make_run_gif.py").read_text()
+    assert "demo_scene()" in source and "np.zeros" not in source
+    scene = demo_scene()
+    assert [r.config.positive for r in scene["regions"]] == ["grass", "brick"]
+    assert scene["latent"].shape == (1, 3, 64, 64) and scene["base"].positive == "sky"
 
 
 def test_run_a_workflow_on_a_diffusers_folder(sources, tmp_path):
