@@ -143,9 +143,21 @@ def write_comfy_png(session, path, checkpoint) -> list:
 
     description = comfy_description(session, checkpoint)
     check_expressible(description)  # before decoding
-    latent = session.result if session.result is not None else session.latent
-    rgb = session.model.decode(latent).clamp(0, 1).cpu().numpy()
+    rgb = session.model.decode(shown_latent(session)).clamp(0, 1).cpu().numpy()
     return write_png(path, np.concatenate(list(rgb), axis=1), description)
+
+
+def shown_latent(session):
+    """The latent `save_png` decodes: the result, else the current latent, as the screen and the CLI show
+    it (`plot.picture`, which this layer does not import): on a flow model a latent held with leftover
+    noise is shown at the sigma it is held at (`models.base.display_latent`); EPS/V: the latent itself."""
+    from .models.base import display_latent
+
+    if session.result is None:
+        return display_latent(session.model, session.latent, session.sigma_map)
+    state = session.state  # the result is the composite (restore_latent) or the final call's output
+    held = state.base_sigma_map if state.result is state.base_latent else state.sigma_map
+    return display_latent(session.model, session.result, held)
 
 
 def session_from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"):
@@ -214,7 +226,7 @@ class SessionFiles:
 
     def save_png(self, path, checkpoint="model.safetensors") -> list:
         """Write the image (the result decoded by the model; before the run ends, the current latent;
-        a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
+        on a flow model as the screen shows it, `shown_latent`; a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
         ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
         return write_comfy_png(self, path, checkpoint)
 

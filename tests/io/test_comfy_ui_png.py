@@ -554,3 +554,37 @@ def test_a_bypassed_node_is_passed_over_and_reported(hand_written):
                                                                                "ModelSamplingSD3 (bypassed)"]
     assert any("node 50 (ModelSamplingSD3 (bypassed)" in str(w.message) for w in record)
     assert session.model.model_sampling.shift == flow.model_sampling.shift  # the checkpoint's own, as the editor runs
+
+
+@pytest.mark.parametrize("when", ["mid-run", "done", "leftover noise"])
+def test_the_png_of_a_flow_session_shows_what_the_screen_shows(tmp_path, when):
+    """On a flow model a held latent is ``x / (1 - sigma)``: the PNG decodes what `plot.picture` shows
+    (the CLI's and the inspector's picture), not the raw latent, which is far noisier."""
+    flow = rw.models.ToyWorld(n_exemplars=60, image_size=32, prediction="flow")
+    mask = np.zeros((32, 32), np.float32)
+    mask[16:] = 1
+    params = {"end_at_step": 3, "return_with_leftover_noise": True} if when == "leftover noise" else {}
+    session = rw.RegionalSamplerSession(flow, rw.empty_latent(flow, 32, 32), base=rw.SamplerConfig(positive="sky"),
+                                        regions=[rw.Region(mask, rw.SamplerConfig("euler", positive="grass"))],
+                                        steps=6, **params)
+    if when == "mid-run":
+        for _ in range(3):
+            session.step()
+    else:
+        session.run()
+    which = "latent" if when == "mid-run" else "result"
+    raw = session.result if which == "result" else session.latent
+    assert not torch.equal(rw.plot.picture(session, which), raw)  # a case where the two differ
+    session.save_png(tmp_path / "image.png")
+    shown = np.asarray(Image.open(tmp_path / "image.png").convert("RGB"))
+    expected = flow.decode(rw.plot.picture(session, which)).clamp(0, 1).numpy()[0]
+    assert np.array_equal(shown, (expected.astype(np.float64) * 255).round().astype(np.uint8))
+
+
+def test_the_png_of_an_eps_session_is_its_result_decoded(tmp_path):
+    session = make_session("RegionalSamplerAdvanced", 1, batch=1)
+    session.run()
+    session.save_png(tmp_path / "image.png")
+    shown = np.asarray(Image.open(tmp_path / "image.png").convert("RGB"))
+    expected = MODEL.decode(session.result).clamp(0, 1).numpy()[0]
+    assert np.array_equal(shown, (expected.astype(np.float64) * 255).round().astype(np.uint8))
