@@ -226,8 +226,9 @@ class SessionFiles:
 
     def save_png(self, path, checkpoint="model.safetensors") -> list:
         """Write the image (the result decoded by the model; before the run ends, the current latent;
-        on a flow model as the screen shows it, `shown_latent`; a batch side by side) as a PNG carrying the workflow as ComfyUI's images do (``prompt``: API,
-        ``workflow``: editor format), the masks beside it as ``<stem>_region<j>.png``. Returns the paths."""
+        on a flow model as the screen shows it, `shown_latent`; a batch side by side) as a PNG carrying the
+        workflow as ComfyUI's images do (``prompt``: API, ``workflow``: editor format), the masks beside it
+        as ``<stem>_region<j>.png``. Returns the paths."""
         return write_comfy_png(self, path, checkpoint)
 
     @classmethod
