@@ -22,9 +22,9 @@ LAYERS = {
     "models":   ["models/"],       # denoisers behind one protocol; CFG; ToyWorld, diffusers folders
     "engines":  ["node_params", "program", "faithful", "coherent"],  # the nodes' parameters and programs
     "io":       ["io/"],           # plain data in and out (files, PNGs, ComfyUI): see IO_MAY_IMPORT
-    "session":  ["session", "params", "node_checks", "session_checks", "session_changes", "regions", "timeline", "arena",
-                 "persistence", "stepper", "publish", "node_functions"],  # the observable state, its
-                                   # checks, its run in motion, history, files, the nodes as functions
+    "session":  ["session", "params", "node_checks", "session_checks", "session_changes", "regions",
+                 "timeline", "arena", "persistence", "stepper", "publish", "node_functions"],  # the
+                                   # observable state, its checks, its run in motion, history, files
     "studies":  ["sweep", "sweep_grid", "sweep_cells", "sweep_store", "sweep_figures", "compare", "plot",
                  "colors", "cli", "__main__", "__init__"],  # grids, comparisons, figures, the command line
     "widgets":  ["widgets/"],      # ipywidgets views over a session
