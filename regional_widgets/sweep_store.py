@@ -29,6 +29,24 @@ MAX_INDEX_BYTES = 64 * 2**20
 MAX_CELL_BYTES = 2**30
 
 
+def _metrics_to_json(metrics: dict) -> dict:
+    """NaN (a detail ratio that is not meaningful: `compare.detail_ratios`) stored as JSON null."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return None if isinstance(v, float) and v != v else v
+    return {k: plain(v) for k, v in metrics.items()}
+
+
+def _metrics_from_json(metrics: dict) -> dict:
+    """The stored metrics with JSON null in the detail ratios read back as NaN."""
+    def number(v):
+        if isinstance(v, list):
+            return [number(x) for x in v]
+        return float("nan") if v is None else v
+    return {k: number(v) if k == "detail" else v for k, v in metrics.items()}
+
+
 class StoreMismatchError(ValueError):
     """The store holds a study of another session (or is not a sweep store)."""
 
@@ -82,7 +100,7 @@ class SweepStore:
             return None
         if "thumbnail" in metrics and "thumbnail" not in tensors:
             return None
-        out = dict(entry["metrics"], result=tensors["result"])
+        out = dict(_metrics_from_json(entry["metrics"]), result=tensors["result"])
         if "thumbnail" in tensors:
             out["thumbnail"] = tensors["thumbnail"]
         return out
@@ -117,7 +135,7 @@ class SweepStore:
         metrics = {k: v for k, v in out.items() if k not in ("result", "thumbnail")}
         # listed (as incomplete) before its files are written: a crash in between leaves files that
         # are known to be ours, replaced on the next run
-        self.cells[name] = {"fingerprint": cell_fingerprint, "values": values, "metrics": metrics,
+        self.cells[name] = {"fingerprint": cell_fingerprint, "values": values, "metrics": _metrics_to_json(metrics),
                             "files": [f"{name}.safetensors", f"{name}.session"], "complete": False}
         self._write_index()
         tensors = {"result": torch.from_numpy(np.ascontiguousarray(out["result"]))}

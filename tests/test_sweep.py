@@ -342,3 +342,20 @@ def test_a_flow_thumbnail_shows_the_picture_of_a_result_with_leftover_noise():
         picture, raw = shown(rw.plot.picture(cell, "result")), shown(cell.result)
         assert np.abs(picture - raw).max() > 5  # the leftover noise shows: the two pictures differ
         assert np.array_equal(study.results[i]["thumbnail"], picture)
+
+
+def test_a_store_keeps_detail_ratios_that_are_not_meaningful(tmp_path, monkeypatch):
+    # On the default ToyWorld (exact exemplars) a plain run lands on one: its detail ratios are NaN
+    # (compare.DetailRatioWarning). The index stores them as JSON null and reads them back as NaN.
+    exact = rw.models.ToyWorld(n_exemplars=40, image_size=16, textures="procedural")
+    grid = {"sampler": ["euler"]}
+    with pytest.warns(sys.modules["regional_widgets.compare"].DetailRatioWarning):
+        first = rw.sweep(make_session(exact), grid, executor="serial", store=tmp_path, progress=False)
+    assert first.status == ["done"] and np.isnan(first.results[0]["detail"]).all()
+    index = json.loads((tmp_path / "sweep.json").read_text())
+    (cell,) = index["cells"].values()
+    assert cell["metrics"]["detail"] == [None, None]
+    calls = count_cells(monkeypatch)
+    again = rw.sweep(make_session(exact), grid, executor="serial", store=tmp_path, progress=False)
+    assert again.status == ["done"] and calls == []  # read from the store, not computed again
+    assert np.isnan(again.results[0]["detail"]).all() and len(again.results[0]["detail"]) == 2
