@@ -36,6 +36,7 @@ class Timeline:
     def __init__(self):
         self.arena = Arena()
         self._pack_memo: dict = {}
+        self._last_ids: tuple = (None, set())  # (the entry recorded last, ids of its tensors)
         self.entries: list = []
         self.nbytes = 0
         self.sealed = 0
@@ -50,6 +51,7 @@ class Timeline:
         self.entries = [state]
         self.nbytes = history_nbytes(self.entries)
         self.sealed = 0
+        self._last_ids = (None, set())
 
     def fork(self, cursor: int):
         """Settings changed at ``cursor``: keep the states up to it, forget those computed after it."""
@@ -73,6 +75,7 @@ class Timeline:
     def restore(self, saved: tuple):
         entries, self.nbytes, self.sealed = saved
         self.entries = list(entries)
+        self._last_ids = (None, set())
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -104,10 +107,12 @@ class Timeline:
             del self.entries[state.cursor:]
             self.nbytes = history_nbytes(self.entries)
         previous = self.entries[-1]
-        shared = {id(t) for t in _leaves_of(previous)} if previous is not None else set()
-        fresh = {id(t): t for t in _leaves_of(state) if id(t) not in shared}
+        leaves = _leaves_of(state)
+        shared = self._leaf_ids(previous)
+        fresh = {id(t): t for t in leaves if id(t) not in shared}
         self.nbytes += sum(_leaf_nbytes(t) for t in fresh.values())
         self.entries.append(state)
+        self._last_ids = (state, {id(t) for t in leaves})  # the next record's `shared`, without a second walk
         # the last two states stay as they are; older ones move into the arena (see arena.py)
         k = len(self.entries) - 3
         if k >= 0 and self.entries[k] is not None and not isinstance(self.entries[k], Packed):
@@ -115,6 +120,14 @@ class Timeline:
         if self.nbytes > limit:
             self._evict(limit, starts)
             self.nbytes = history_nbytes(self.entries)
+
+    def _leaf_ids(self, entry) -> set:
+        """ids of the tensors ``entry`` holds (remembered for the entry recorded last: it is alive, so
+        its tensors' ids are still theirs)."""
+        if entry is None:
+            return set()
+        last, ids = self._last_ids
+        return ids if last is entry else {id(t) for t in _leaves_of(entry)}
 
     def _pack(self, state) -> Packed:
         """The state with its tensors copied into arena slots (tensors it shares with the state
@@ -188,16 +201,20 @@ def _map_tensors(value, fn):
     tuples and dataclasses (copied, never changed; a sampler's noise_sampler is left as it is)."""
     if isinstance(value, (torch.Tensor, Slot)):
         return fn(value)
+    cls = type(value)
+    if cls in _ATOMS:
+        return value
     if isinstance(value, dict):
         return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
-        return type(value)(_map_tensors(v, fn) for v in value)
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+    if cls is list or cls is tuple:
+        return cls(_map_tensors(v, fn) for v in value)
+    names = _fields(value)
+    if names:
         changed = {}
-        for name in value.__dataclass_fields__:
-            if name == "noise_sampler":
-                continue
+        for name in names:
             old = getattr(value, name)
+            if type(old) in _ATOMS:  # most fields (a state's None, ints, floats): no call
+                continue
             new = _map_tensors(old, fn)
             if new is not old:
                 changed[name] = new
@@ -210,23 +227,45 @@ def _map_tensors(value, fn):
     return value
 
 
-def _leaves_of(value):
+def _leaves_of(value) -> list:
     """Every tensor (or arena slot) an entry holds, including coherent mode's composite, outputs and
     sampler memory."""
-    if isinstance(value, Packed):
-        value = value.tree
+    out: list = []
+    _collect(value.tree if isinstance(value, Packed) else value, out)
+    return out
+
+
+def _collect(value, out: list):
     if isinstance(value, (torch.Tensor, Slot)):
-        yield value
+        out.append(value)
+    elif type(value) in _ATOMS:
+        return
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _leaves_of(v)
+            _collect(v, out)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _leaves_of(v)
-    elif hasattr(value, "__dataclass_fields__"):
-        for name in value.__dataclass_fields__:
-            if name != "noise_sampler":
-                yield from _leaves_of(getattr(value, name))
+            _collect(v, out)
+    else:
+        for name in _fields(value):
+            field = getattr(value, name)
+            if type(field) not in _ATOMS:  # most fields (a state's None, ints, floats): no call
+                _collect(field, out)
+
+
+_ATOMS = frozenset({type(None), bool, int, float, str})  # hold no tensor: skipped at once
+_FIELDS: dict = {}  # dataclass -> its field names but noise_sampler (read per state: cached)
+
+
+def _fields(value) -> tuple:
+    """The field names a dataclass instance's tensors are looked for in (empty: not a dataclass instance)."""
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None:
+        fields = getattr(cls, "__dataclass_fields__", None)
+        names = () if fields is None or isinstance(value, type) else tuple(n for n in fields if n != "noise_sampler")
+        _FIELDS[cls] = names
+    return names
 
 
 def _leaf_nbytes(leaf) -> int:
