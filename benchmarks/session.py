@@ -1,14 +1,22 @@
 """Session overhead: `run()` vs replaying the very same model calls in a plain loop.
 
-    python benchmarks/session.py
+    python benchmarks/session.py [--repeats N]
 
 Prints, for 1 and 3 regions, the median wall time of a 20-step RegionalSamplerAdvanced run, the
 median time of the same model calls replayed back to back (recorded inputs, no sampler, no
 session), their ratio (session overhead incl. sampler math, masks and history), and the
 history's memory per regional step.
+
+A second table splits one run by layer, measured inside the same runs in this thread's CPU time
+(so it is far less sensitive to the machine's load than the wall-time ratio): the model calls
+themselves, the engine around them (`faithful.execute` less its model calls: sampler math,
+schedules, masks, noise, sigma maps), and the session around the engine (recording the history
+into the arena, publishing traits, status). Per sub-step, in milliseconds; the last column is
+run / model calls, the ratio the first table estimates by wall time.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -16,6 +24,7 @@ import numpy as np
 import torch
 
 import regional_widgets as rw
+from regional_widgets import faithful
 from regional_widgets.models.base import OneCondModel
 
 
@@ -41,7 +50,57 @@ def median_time(fn, repeats=5):
     return statistics.median(times)
 
 
+class _Clock:
+    """Accumulated CPU time (this thread's) of the calls it wraps."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            t0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.total += time.thread_time() - t0
+        return timed
+
+
+class _TimedModel(OneCondModel):
+    """The model through the plain protocol, its calls timed."""
+
+    def __init__(self, model, clock: _Clock):
+        super().__init__(model)
+        self._call = clock.wrap(model.__call__)
+
+    def __call__(self, x, sigma, cond):
+        return self._call(x, sigma, cond)
+
+
+def breakdown(model, n_regions, repeats):
+    """Median per-run CPU seconds of (run, model calls, engine execute incl. its model calls)."""
+    model_clock, engine_clock = _Clock(), _Clock()
+    session = scene(_TimedModel(model, model_clock), n_regions)
+    original = faithful.execute
+    faithful.execute = engine_clock.wrap(original)
+    rows = []
+    try:
+        for _ in range(repeats):
+            session.reset()
+            model_clock.total = engine_clock.total = 0.0
+            t0 = time.thread_time()
+            session.run()
+            rows.append((time.thread_time() - t0, model_clock.total, engine_clock.total))
+    finally:
+        faithful.execute = original
+    run, model_s, engine_s = (statistics.median(col) for col in zip(*rows))
+    return run, model_s, engine_s, len(session.ops)
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
     torch.set_num_threads(1)
     model = rw.models.ToyWorld()
     print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} "
@@ -51,6 +110,7 @@ def main():
         session = scene(recording, n)
         session.run()
         calls = list(recording.inputs)
+        recording.record = False  # the timed runs call the model as the plain loop does
 
         def session_run():
             session.reset()
@@ -60,12 +120,19 @@ def main():
             for x, sigma, cond in calls:
                 model(x, sigma, cond)
 
-        t_session = median_time(session_run)
-        t_plain = median_time(plain)
+        t_session = median_time(session_run, args.repeats)
+        t_plain = median_time(plain, args.repeats)
         per_step = session.history.nbytes / session.num_steps
         overhead_ms = 1e3 * (t_session - t_plain) / len(session.ops)
         print(f"{n:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {t_session / t_plain:>6.2f} "
               f"{overhead_ms:>15.2f} ms {per_step / 1024:>9.0f} KiB")
+    print("\nper sub-step, CPU ms (inside the same runs):")
+    print(f"{'regions':>7} {'sub-steps':>9} {'model':>7} {'engine':>7} {'session':>8} {'run/model':>10}")
+    for n in (1, 3):
+        run, model_s, engine_s, ops = breakdown(model, n, args.repeats)
+        per = 1e3 / ops
+        print(f"{n:>7} {ops:>9} {model_s * per:>7.3f} {(engine_s - model_s) * per:>7.3f} "
+              f"{(run - engine_s) * per:>8.3f} {run / model_s:>10.2f}")
 
 
 if __name__ == "__main__":

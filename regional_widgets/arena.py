@@ -97,19 +97,23 @@ class Arena:
                 and not t.requires_grad)
 
     def store(self, t: torch.Tensor):
-        if not self.storable(t):
+        # `storable`'s test, written out: this runs for every large tensor of every sub-step
+        if t.device.type != "cpu" or not t.is_contiguous() or t.requires_grad:
             return None
         nbytes = t.element_size() * t.numel()
+        if nbytes < MIN_BYTES:
+            return None
         pool = self._pools.get(nbytes)
         if pool is None:
             pool = self._pools[nbytes] = _Pool(nbytes)
         try:
-            raw = t.detach().reshape(-1).view(torch.uint8)
+            raw = t.detach().view(-1).view(torch.uint8)
         except RuntimeError:  # a dtype torch cannot view as bytes
             return None
         chunk, index = pool.take()
         slot = Slot(pool, chunk, index, tuple(t.shape), t.dtype, nbytes)
-        slot._bytes().copy_(raw)
+        start = index * pool.slot_bytes
+        pool.chunks[chunk][start:start + nbytes].copy_(raw)
         return slot
 
     @property

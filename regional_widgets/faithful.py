@@ -17,7 +17,7 @@ from .models.base import PromptCache, cfg_denoiser, latent_format, process_in, p
 from .node_params import ADVANCED, FAITHFUL, NodeParams, Quirks, SamplerConfig
 from .program import Op, plan_advanced, plan_regional, second_seed
 from .sampling import masks as mask_ops
-from .sampling.call import sampler_call
+from .sampling.call import checked_plan, sampler_call
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
@@ -57,15 +57,44 @@ class RunContext:
             self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
         return self.schedules[key]
 
+    def sigma_max(self) -> float:
+        """The model's largest sigma, as `sampler_call` reads it (a float), once per run."""
+        if "_sigma_max" not in self.__dict__:
+            self.__dict__["_sigma_max"] = float(self.model.sigmas[-1])
+        return self.__dict__["_sigma_max"]
+
+    def plan(self, sampler: str, scheduler: str, steps: int, op: Op, ratio: float):
+        """The `sampling.call.checked_plan` of a call of ``op`` (its sigmas sliced and checked), once per run."""
+        cache = self.__dict__.setdefault("_plans", {})
+        key = (sampler, scheduler, steps, op.start, op.end, op.leftover, ratio)
+        if key not in cache:
+            cache[key] = checked_plan(self.schedule(sampler, scheduler, steps), op.start, op.end, op.leftover, ratio,
+                                      sampler=sampler, const=is_const(self.model))
+        return cache[key]
+
+    def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_" + kind, {})
+        key = (id(mask),) + key
+        if key not in cache:
+            cache[key] = (mask, make())  # the mask kept alive: its id stays its own
+        return cache[key][1]
+
     def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
         """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
         if mask is None:
             return torch.ones(h, w)
-        cache = self.__dict__.setdefault("_resized", {})
-        key = (id(mask), h, w)
-        if key not in cache:
-            cache[key] = (mask, mask_ops.resize(mask, h, w))  # the mask kept alive: its id stays its own
-        return cache[key][1]
+        return self._cached("resized", mask, (h, w), lambda: mask_ops.resize(mask, h, w))
+
+    def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
+        """``1 - at_latent(mask, h, w)``, once per run."""
+        if mask is None:
+            return 1 - self.at_latent(mask, h, w)
+        return self._cached("outside", mask, (h, w), lambda: 1 - self.at_latent(mask, h, w))
+
+    def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A call's ``noise_mask`` as `sampler_call` prepares it for a latent like ``like``, once per run."""
+        return self._cached("call_masks", mask, (tuple(like.shape), like.dtype, like.device),
+                            lambda: mask_ops.to_latent(mask, like.shape).to(like.device, like.dtype))
 
     def mask_for(self, op: Op) -> Optional[torch.Tensor]:
         if op.mask == "inv":
@@ -152,9 +181,11 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
         total = ctx.schedule(sampler, part.config.scheduler, op.steps)
         res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=total, start=op.start,
                            end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
-                           sigma_max=ctx.model.sigmas[-1], sigma_ratio=ratio, noise=noise_, noise_mask=mask,
+                           sigma_max=ctx.sigma_max(), sigma_ratio=ratio, noise=noise_,
+                           noise_mask=mask, latent_mask=None if mask is None else ctx.call_mask(mask, lat_in),
                            batch_index=ctx.batch_index, sampler_seed=sampler_seed,
-                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model)
+                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model,
+                           plan=ctx.plan(sampler, part.config.scheduler, op.steps, op, ratio))
         if res.sigmas is None:
             return replace(res, samples=lat, denoised=lat)  # a no-op call hands its input back (VAE space)
         if fmt.scale_factor != 1.0 or fmt.shift_factor:
@@ -167,14 +198,14 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
                                 ratio=ctx.additional_sigma_ratio, noise_mask=mask, noise=noise)
 
 
-def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False, m=None):
+def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False, m=None, outside_m=None):
     """The noise level the mask algebra implies after one call (first-order, Euler-type updates).
 
     Inside the call's mask each pass contracts the noise by sigma_last / sigma_first of its slice;
     outside it the kept area is carried along the re-noise path only when the call adds noise.
     ``const``: a flow model; the map is in its sigmas (0..1), see `_flow_sigma_map_after`.
     """
-    if m is None:  # ``m``: the mask at latent resolution, when the caller has it
+    if m is None:  # ``m``: the mask at latent resolution (``outside_m``: 1 - m), when the caller has it
         m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
     if const:
         return _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy, m)
@@ -187,7 +218,7 @@ def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: 
             inside = torch.sqrt(inside**2 + first**2)
             outside = torch.sqrt(state_map**2 + last**2)
         inside = inside * (last / first if first > 0 else 1.0)
-    return m * inside + (1 - m) * outside, m
+    return m * inside + ((1 - m) if outside_m is None else outside_m) * outside, m
 
 
 def _ve(sigma):
@@ -231,9 +262,10 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
         times = torch.zeros_like(times)
     if op.kind == "composite":
         mask = ctx.region_masks[op.region]
-        base_latent = mask_ops.composite(state.base_latent, state.latent, mask)
-        m = ctx.at_latent(mask, *state.latent.shape[-2:])
-        base_map = m * state.sigma_map + (1 - m) * state.base_sigma_map
+        h, w = state.latent.shape[-2:]
+        m = ctx.at_latent(mask, h, w)  # `composite` resizes the mask to the latent: the same bits, made once
+        base_latent = mask_ops.composite(state.base_latent, state.latent, m)
+        base_map = m * state.sigma_map + ctx.outside(mask, h, w) * state.base_sigma_map
         return replace(state, latent=base_latent, base_latent=base_latent, cursor=state.cursor + 1,
                        sigma_map=base_map, base_sigma_map=base_map, passes=())
     restore = ctx.restore_latent
@@ -248,8 +280,9 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     passes = _call_part(ctx, op, latent, part, mask, noise)
     out = passes[-1][1]
     new_latent = out.output
+    h, w = latent.shape[-2:]
     new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None,
-                                  is_const(ctx.model), m=ctx.at_latent(mask, *latent.shape[-2:]))
+                                  is_const(ctx.model), m=ctx.at_latent(mask, h, w), outside_m=ctx.outside(mask, h, w))
     ran = [res for _, res in passes if res.sigmas is not None]
     calls = state.model_calls + sum(res.model_calls for _, res in passes)
     sigma = float(ran[0].sigmas[0]) if ran else None
@@ -291,11 +324,31 @@ class FaithfulEngine:
         specs = {"initial": p.initial_seed}
         if p.node != ADVANCED:
             specs["second"] = second_seed(p.seed, p.seed_2nd, p.seed_2nd_mode)
-        return build_context(p.model, p.latent_image, p.base, p.regions, overlap_factor=p.overlap_factor,
-                             restore_latent=p.restore_latent, noise_specs=specs, batch_index=p.batch_index,
-                             additional_mode=p.additional_mode, additional_sampler=p.additional_sampler,
-                             additional_sigma_ratio=p.additional_sigma_ratio, prompts=prompts, quirks=p.quirks,
-                             grow_cache=grow_cache)
+        ctx = build_context(p.model, p.latent_image, p.base, p.regions, overlap_factor=p.overlap_factor,
+                            restore_latent=p.restore_latent, noise_specs=specs, batch_index=p.batch_index,
+                            additional_mode=p.additional_mode, additional_sampler=p.additional_sampler,
+                            additional_sigma_ratio=p.additional_sigma_ratio, prompts=prompts, quirks=p.quirks,
+                            grow_cache=grow_cache)
+        self._warm(ctx, p)
+        return ctx
+
+    def _warm(self, ctx: RunContext, p: NodeParams) -> None:
+        """Make the run's per-call caches now (call plans, masks at latent resolution), before the run's
+        transient tensors: made mid-run, these long-lived objects pin the heap's top and resident
+        memory grows (benchmarks/history_memory.py). A plan that cannot be made is left to its call,
+        which raises as it always did; recovery passes' plans are made when first needed."""
+        h, w = p.latent_image.shape[-2:]
+        for mask in [ctx.inv] + ctx.region_masks[1:]:
+            if mask is not None:
+                ctx.call_mask(mask, p.latent_image)
+                ctx.outside(mask, h, w)
+        for op in self.plan(p):
+            if op.kind in ("base", "region", "finalize"):
+                config = ctx.parts[op.region if op.kind == "region" else 0].config
+                try:
+                    ctx.plan(config.sampler, config.scheduler, op.steps, op, config.sigma_factor)
+                except Exception:  # noqa: BLE001 - raised again, unchanged, by the call itself
+                    pass
 
     @staticmethod
     def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:

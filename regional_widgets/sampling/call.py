@@ -25,7 +25,7 @@ from .model_sampling import as_model_sampling
 from .inpaint import masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
-from .samplers.core import GuidedDenoiser, denoise_with_uncond, final_sigma
+from .samplers.core import GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma
 from .schedules import slice_steps
 
 
@@ -36,10 +36,15 @@ TOTAL_BOUNDS_TREE = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde
 
 @dataclass(frozen=True)
 class CallPlan:
-    """What one call will run: its sigmas (None = no-op) and the total schedule's SDE bounds."""
+    """What one call will run: its sigmas (None = no-op) and the total schedule's SDE bounds.
+
+    ``checked``: the sigmas passed the checks `sampler_call` makes on them (`checked_plan`), so a
+    call given this plan does not make them again.
+    """
 
     sigmas: Optional[torch.Tensor]
     brownian_bounds: Optional[tuple]
+    checked: bool = False
 
 
 def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0) -> CallPlan:
@@ -47,6 +52,20 @@ def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, 
     positive = total[total > 0]
     bounds = (positive.min(), total.max()) if len(positive) else None
     return CallPlan(None if sigmas is None else sigmas * sigma_ratio, bounds)
+
+
+def checked_plan(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0, *,
+                 sampler: str, const: bool) -> CallPlan:
+    """`plan_call` with the checks `sampler_call` makes on its sigmas done once (same errors, same
+    order): for a caller that makes the same call many times (an engine's run) and hands the plan
+    to `sampler_call` (``plan=``). ``const``: the call's model sampling is a flow (CONST) one."""
+    plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
+    if plan.sigmas is None:
+        return plan
+    if const:
+        check_flow_sigmas(plan.sigmas, f"{sampler} call")
+    check_sigmas(plan.sigmas)
+    return CallPlan(plan.sigmas, plan.brownian_bounds, True)
 
 
 @dataclass
@@ -84,6 +103,8 @@ def sampler_call(
     sampler_seed: Optional[int] = None,
     return_x0: bool = True,
     model_sampling=None,
+    plan: Optional[CallPlan] = None,
+    latent_mask: Optional[torch.Tensor] = None,
 ) -> CallResult:
     """Run one sampler call (all its steps) and return its x and last x0 prediction.
 
@@ -94,16 +115,22 @@ def sampler_call(
     ``model_sampling`` (or the model that has one): every noise operation goes through it (None: an
     EPS model), and samplers whose rule needs it (sa_solver, the CONST branches) get it.
     ``CallResult.samples`` is the sampler's final x after the end-of-call rescale.
+    ``plan``: this call's `checked_plan` (``total_sigmas``, ``start``, ``end``, ``leftover`` and
+    ``sigma_ratio`` are then not read), for a caller that makes the same call again and again.
+    ``latent_mask``: ``noise_mask`` as this function prepares it for ``latent`` (`masks.to_latent`, on
+    its device and dtype), made once by such a caller; only read where ``noise_mask`` is given.
     """
     spec = get_sampler(sampler)
-    plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
+    if plan is None:
+        plan = plan_call(total_sigmas, start, end, leftover, sigma_ratio)
     if plan.sigmas is None:
         return CallResult(latent, latent, None, 0, leftover, return_x0)
     sigmas = plan.sigmas
     ms = None if model_sampling is None else as_model_sampling(model_sampling)
     const = ms is not None and ms.is_const
     if const:
-        check_flow_sigmas(sigmas, f"{sampler} call")
+        if not plan.checked:
+            check_flow_sigmas(sigmas, f"{sampler} call")
         if sampler == "ddpm":
             warnings.warn("ddpm on a flow (CONST) model: the reference's ddpm has no CONST branch (its VP step "
                           "divides by sqrt(1 + sigma^2)) and converges to the wrong spread; prefer euler, heun or "
@@ -123,7 +150,8 @@ def sampler_call(
 
     model = GuidedDenoiser(counted, counted_with_uncond)
     if noise_mask is not None:
-        mask = mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
+        mask = latent_mask if latent_mask is not None else \
+            mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
         model = masked_denoiser(model, latent, inpaint_noise, mask, model_sampling=ms)
     max_denoise = is_max_denoise(sigma_max, sigmas[0])
@@ -133,8 +161,12 @@ def sampler_call(
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.
         noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed, cpu=spec.noise == "brownian")
-    state = start_sampler(sampler, x, sigmas, seed=seed if sampler_seed is None else sampler_seed,
-                          noise_sampler=noise_sampler, model_sampling=model_sampling)
+    seed = seed if sampler_seed is None else sampler_seed
+    if plan.checked:  # the sigmas were checked with the plan: the rest of `start`'s checks, then `begin`
+        state = begin_sampler(spec, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling)
+    else:
+        state = start_sampler(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler,
+                              model_sampling=model_sampling)
     last_denoised = None
     while not state.done:
         state = step_sampler(model, state)

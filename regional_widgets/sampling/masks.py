@@ -103,6 +103,11 @@ def inverse_union(masks) -> torch.Tensor:
 
 
 def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mask * source + (1 - mask) * destination`` with the mask resized to the source (soft)."""
-    m = resize(mask, *source.shape[-2:]).expand(source.shape[0], 1, *source.shape[-2:])
-    return m * source + (torch.ones_like(m) - m) * destination
+    """``mask * source + (1 - mask) * destination`` with the mask resized to the source (soft).
+
+    A mask already at the source's size is used as it is (only read: no copy).
+    """
+    h, w = source.shape[-2:]
+    m = mask if tuple(mask.shape[-2:]) == (h, w) else resize(mask, h, w)
+    m = m.expand(source.shape[0], 1, h, w)
+    return m * source + (1 - m) * destination

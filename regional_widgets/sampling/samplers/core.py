@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Mapping, NamedTuple, Optional
 
@@ -259,6 +259,12 @@ def default_noise_sampler(sampler: SamplerDef, x, sigmas, seed):
     return None
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """``bool(torch.isfinite(t).all())`` for a real tensor, in two light kernels instead of several:
+    ``t * 0`` is 0 where t is finite and NaN where it is not, and a sum holding a NaN is NaN."""
+    return math.isfinite(t.mul(0).sum().item())
+
+
 @lru_cache(maxsize=1)
 def _default_model_sampling():
     return sd15_model_sampling()
@@ -277,9 +283,18 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
     spec = get_sampler(sampler)
     options = check_options(sampler, options)
     sigmas = check_sigmas(sigmas)
+    return begin(spec, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling,
+                 options=options)
+
+
+def begin(spec: SamplerDef, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int = 0, noise_sampler=None,
+          model_sampling=None, options=None) -> SamplerState:
+    """`start` for a caller that has already checked ``sigmas`` (`check_sigmas`: a 1-D tensor) and
+    ``options`` (`check_options`; None: none): the seed and x are still checked, in `start`'s order."""
     seed = check_seed(seed)
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError("x: expected finite values (found NaN or inf)")
+    options = {} if options is None else options
     if noise_sampler is None:
         noise_sampler = default_noise_sampler(spec, x, sigmas, seed)
     if spec.model_sampling:
@@ -290,7 +305,7 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
     else:
         memory = spec.setup(x, sigmas) if spec.setup else {}
     memory, finished = memory if isinstance(memory, Start) else (memory, None)
-    return SamplerState(sampler, x, sigmas, 0, memory, noise_sampler, finished=finished, options=options)
+    return SamplerState(spec.name, x, sigmas, 0, memory, noise_sampler, finished=finished, options=options)
 
 
 def step(model, state: SamplerState) -> SamplerState:
@@ -302,8 +317,9 @@ def step(model, state: SamplerState) -> SamplerState:
     out = spec.step(model, state.x, state.sigmas, state.i, state.memory, noise, **state.options)
     sigma = state.sigmas[state.i] if out.sigma is None else out.sigma
     sigma_next = state.sigmas[state.i + 1] if out.sigma_next is None else out.sigma_next
-    return replace(state, x=out.x, i=state.i + 1, memory=out.memory, noise_sampler=noise,
-                   denoised=out.denoised, sigma=sigma, sigma_next=sigma_next, finished=out.done)
+    # every field named (what `dataclasses.replace` would do, without its per-call introspection)
+    return SamplerState(state.sampler, out.x, state.sigmas, state.i + 1, out.memory, noise, out.denoised, sigma,
+                        sigma_next, out.done, state.options)
 
 
 def sample(denoise, x, sigmas, sampler, *, seed=0, noise_sampler=None, callback=None, model_sampling=None,
