@@ -1,14 +1,15 @@
 """``python -m regional_widgets``: run a saved session or a ComfyUI workflow, list what is there, a demo.
 
-    python -m regional_widgets run SOURCE --out result.png [--model toyworld|PATH] [--steps-gif steps.gif]
-                                   [--strip strip.png] [--json] [--no-progress]
+    python -m regional_widgets run SOURCE --out result.png [--model toyworld|PATH] [--no-model-check]
+                                   [--steps-gif steps.gif] [--strip strip.png] [--json] [--no-progress]
     python -m regional_widgets info [--json]
     python -m regional_widgets demo [--out out/demo.png]
 
 SOURCE is a session folder (``session.save(folder)``), a ComfyUI workflow (``.json``, API or editor
 format, ``session.to_comfy``) or a ComfyUI image (``.png`` carrying its workflow, ``session.save_png``);
-mask PNGs are looked up beside it. What a workflow holds that cannot be mapped (a skipped LoRA
-loader) is printed as a ``note:`` line on stderr. Bad input exits with status 2 and one line on stderr, as argparse does.
+mask PNGs are looked up beside it. A session folder runs on the model it names (`choose_model`) unless
+``--model`` names one. What a workflow holds that cannot be mapped (a skipped LoRA loader) is printed as a
+``note:`` line on stderr. Bad input exits with status 2 and one line on stderr, as argparse does.
 """
 from __future__ import annotations
 
@@ -37,10 +38,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _check_outputs(args) -> None:
     """Fail before any work on output names the run could not write."""
-    if Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
-        raise UsageError(f"--out {args.out}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
-    if args.strip and Path(args.strip).suffix.lower() not in IMAGE_SUFFIXES:
-        raise UsageError(f"--strip {args.strip}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
+    for name, value in (("out", args.out), ("strip", args.strip)):
+        if value and Path(value).suffix.lower() not in IMAGE_SUFFIXES:
+            raise UsageError(f"--{name} {value}: expected an image file name ({', '.join(IMAGE_SUFFIXES)})")
     if not args.fps > 0:
         raise UsageError(f"--fps {args.fps:g}: expected a positive number")
     if args.steps_gif:
@@ -52,10 +52,9 @@ def _check_outputs(args) -> None:
 
             if not FFMpegWriter.isAvailable():
                 raise UsageError(f"--steps-gif {args.steps_gif}: MP4 needs ffmpeg on PATH; write a .gif instead")
-    for name in ("out", "strip", "steps_gif"):
-        value = getattr(args, name)
+    for name, value in (("out", args.out), ("strip", args.strip), ("steps-gif", args.steps_gif)):
         if value and Path(value).is_dir():
-            raise UsageError(f"--{name.replace('_', '-')} {value}: is a folder, expected a file name")
+            raise UsageError(f"--{name} {value}: is a folder, expected a file name")
 
 
 def _source_kind(source: Path) -> str:
@@ -65,22 +64,18 @@ def _source_kind(source: Path) -> str:
         if not (source / "session.json").is_file():
             raise UsageError(f"{source}: not a session folder (no session.json inside)")
         return "session"
-    suffix = source.suffix.lower()
-    if suffix in (".json", ".png"):
+    if source.suffix.lower() in (".json", ".png"):
         return "comfy"
     raise UsageError(f"{source}: expected a session folder, a ComfyUI workflow (.json) or a ComfyUI image (.png)")
 
 
 def load_model(spec: str):
-    """``toyworld`` (the built-in model) or the path of a diffusers folder. A session file does not
-    name its model (`RegionalSamplerSession.load` takes one): a file made for another kind is refused
-    by the loader, and the message says to choose one with --model."""
+    """``--model``: ``toyworld`` (the built-in model) or the path of a diffusers folder."""
     import regional_widgets as rw
 
     if spec.lower() in ("toyworld", "toy", "builtin"):
         return rw.models.ToyWorld()
-    path = Path(spec)
-    if not path.is_dir():
+    if not Path(spec).is_dir():
         raise UsageError(f"--model {spec}: expected 'toyworld' or the path of a diffusers folder")
     _quiet_hf_loaders()
     try:
@@ -89,9 +84,27 @@ def load_model(spec: str):
         raise UsageError(f"--model {spec}: a diffusers folder needs the diffusers extra "
                          f"(pip install 'regional-widgets[diffusers]'): {err}") from None
     try:
-        return model_class.from_pretrained(path)
+        return model_class.from_pretrained(Path(spec))
     except (OSError, ValueError, KeyError, ImportError) as err:
         raise UsageError(f"--model {spec}: cannot load the diffusers folder: {_one_line(err)}") from None
+
+
+def choose_model(args, source: Path, kind: str):
+    """``(model, name, from)``: ``--model``, else the model a session folder names (`persistence.named_model`:
+    a ToyWorld, or a diffusers folder on this disk), else toyworld."""
+    from .io.session_files import SessionFileError
+    from .models.spec import describe_spec
+    from .persistence import named_model
+
+    try:
+        named = None if args.model or kind != "session" else named_model(source, before_diffusers=_quiet_hf_loaders)
+    except SessionFileError as err:
+        hint = "; choose the model with --model" if str(err).startswith("session.json: model:") else ""
+        raise UsageError(f"{source}: {_one_line(err)}{hint}") from None
+    if named is None:
+        return load_model(args.model or "toyworld"), args.model or "toyworld", "--model" if args.model else "default"
+    name = describe_spec(named[1]).replace("ToyWorld()", "toyworld")  # the built-in model: as --model names it
+    return named[0], named[1]["path"] if named[1].get("model") == "DiffusersModel" else name, "session"
 
 
 def _quiet_hf_loaders() -> None:
@@ -99,9 +112,9 @@ def _quiet_hf_loaders() -> None:
     our progress bar and real errors only (their errors still raise)."""
     import os
 
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for key, value in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(key, value)
     for name in ("diffusers", "transformers"):
         try:
             logging = __import__(f"{name}.utils.logging", fromlist=["logging"])
@@ -117,17 +130,18 @@ def _one_line(err) -> str:
     return text if len(text) < 400 else text[:397] + "..."
 
 
-def _load_session(source: Path, kind: str, model):
+def _load_session(source: Path, kind: str, model, check_model=True, named=False):
     import warnings
 
     from .io.comfy import ComfyWorkflowError
     from .io.comfy_files import ComfyImportWarning
     from .io.session_files import SessionFileError
+    from .persistence import MODEL_ADVICE
     from .session import ParameterError, RegionalSamplerSession
 
     try:
         if kind == "session":
-            return RegionalSamplerSession.load(source, model)
+            return RegionalSamplerSession.load(source, model, check_model=check_model)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ComfyImportWarning)
             session = RegionalSamplerSession.from_comfy(source, model)
@@ -135,8 +149,9 @@ def _load_session(source: Path, kind: str, model):
             print(f"{PROG}: note: {_one_line(warning.message)}", file=sys.stderr)
         return session
     except (SessionFileError, ComfyWorkflowError, ParameterError) as err:
-        hint = "; choose the model with --model" if str(err).startswith("model:") else ""
-        raise UsageError(f"{source}: {_one_line(err)}{hint}") from None
+        hint = "" if not str(err).startswith("model:") else "; choose the model with --model" if not named else \
+            "; drop --model to run it on the model the session names, or add --no-model-check"
+        raise UsageError(f"{source}: {_one_line(str(err).replace(MODEL_ADVICE, ''))}{hint}") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{source}: cannot be read ({type(err).__name__}: {_one_line(err)})") from None
 
@@ -194,15 +209,16 @@ def cmd_run(args) -> int:
 
     matplotlib.use("Agg")
     import regional_widgets as rw
+    from .persistence import recordable_spec
 
     source = Path(args.source)
     kind = _source_kind(source)
     _check_outputs(args)
     timings = {}
     t0 = time.perf_counter()
-    model_spec = args.model or "toyworld"
-    model = load_model(model_spec)
-    session = _load_session(source, kind, model)
+    model, model_name, model_from = choose_model(args, source, kind)
+    session = _load_session(source, kind, model, check_model=not args.no_model_check,
+                            named=bool(args.model) and kind == "session")
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -214,27 +230,24 @@ def cmd_run(args) -> int:
 
     if args.steps_gif:  # replays the run from its start, one regional step at a time (deterministic)
         t0 = time.perf_counter()
-        anim = rw.plot.animate(session, fps=args.fps)
-        written["steps_gif"] = rw.plot.save_animation(anim, args.steps_gif)
+        written["steps_gif"] = rw.plot.save_animation(rw.plot.animate(session, fps=args.fps), args.steps_gif)
         timings["steps_gif_s"] = time.perf_counter() - t0
     if args.strip:
         t0 = time.perf_counter()
-        fig = rw.plot.step_strip(session, every=max(1, session.num_steps // 10))
         Path(args.strip).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.strip, dpi=110)
+        rw.plot.step_strip(session, every=max(1, session.num_steps // 10)).savefig(args.strip, dpi=110)
         written["strip"] = str(args.strip)
         timings["strip_s"] = time.perf_counter() - t0
 
     if args.json:
         ratios, ratio_note = _detail_ratios(session, model, timings)
         summary = {
-            "status": "done" if session.done else "stopped",
-            "session_status": session.status,
-            "source": str(source), "source_kind": kind, "model": model_spec,
+            "status": "done" if session.done else "stopped", "session_status": session.status,
+            "source": str(source), "source_kind": kind, "model": model_name, "model_from": model_from,
+            "model_spec": recordable_spec(model),
             "node": session.node, "mode": session.mode, "steps": session.num_steps,
             "regions": len(session.regions), "written": written,
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "detail_ratios": ratios,
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "detail_ratios": ratios,
         }
         if ratio_note:
             summary["detail_ratios_note"] = ratio_note
@@ -261,8 +274,7 @@ def info() -> dict:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     return {
-        "samplers": list(SAMPLER_NAMES),
-        "schedulers": list(SCHEDULER_NAMES),
+        "samplers": list(SAMPLER_NAMES), "schedulers": list(SCHEDULER_NAMES),
         "models": {
             "toyworld": "built in: a closed-form offline model (no weights)",
             "PATH": "a diffusers folder on disk (SD1.5, SD2, SDXL, SD3, Flux); needs the diffusers extra"
@@ -296,10 +308,8 @@ def demo_scene() -> dict:
     import regional_widgets as rw
 
     model = rw.models.ToyWorld()
-    ground = np.zeros((64, 64), np.float32)
-    ground[40:] = 1
-    wall = np.zeros((64, 64), np.float32)
-    wall[16:48, 8:28] = 1
+    ground, wall = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    ground[40:], wall[16:48, 8:28] = 1, 1
     base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
     regions = [rw.Region(ground, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass")),
                rw.Region(wall, rw.SamplerConfig(sampler="heun", scheduler="karras", cfg=2.0, positive="brick"))]
@@ -317,9 +327,8 @@ def demo(out: Path, steps: int, seed: int, dpi: int = 110) -> None:
     fig = rw.plot.step_strip(session, every=max(1, steps // 10))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
-    sched = rw.plot.schedule(session)
     sched_path = out.with_name(out.stem + "_schedules.png")
-    sched.savefig(sched_path, dpi=dpi)
+    rw.plot.schedule(session).savefig(sched_path, dpi=dpi)
     print(f"wrote {out} and {sched_path}: {session.status}")
 
 
@@ -346,7 +355,10 @@ def parser() -> argparse.ArgumentParser:
                    help="a session folder (session.save), a ComfyUI workflow .json or a ComfyUI image .png")
     r.add_argument("--out", required=True, help="the result image (PNG)")
     r.add_argument("--model", default=None,
-                   help="'toyworld' (the default) or a diffusers folder; a session file does not name its model")
+                   help="'toyworld' or a diffusers folder; default: the model a session folder names (a ToyWorld, or "
+                        "a diffusers folder on this disk), else toyworld")
+    r.add_argument("--no-model-check", action="store_true",
+                   help="run a session folder on --model even where it names another model")
     r.add_argument("--steps-gif", default=None, metavar="PATH", help="an animation of the run (.gif, or .mp4 with ffmpeg)")
     r.add_argument("--fps", type=float, default=4, help="frames per second of --steps-gif (default 4)")
     r.add_argument("--strip", default=None, metavar="PATH", help="the x0 prediction per step as one PNG")

@@ -47,6 +47,9 @@ def save_session(session, path):
            "cursor": state.cursor,
            "state": {"sigma": state.sigma, "sigma_next": state.sigma_next, "model_calls": state.model_calls,
                      "passes": list(state.passes)}}
+    spec = recordable_spec(model, warn=True)
+    if spec is not None:
+        doc["model"] = spec
     tensors = {"latent_image": session.latent_image}
     tensors.update({f"state.{n}": getattr(state, n) for n in STATE_TENSORS if getattr(state, n) is not None})
     doc["mode"] = session.mode
@@ -55,15 +58,83 @@ def save_session(session, path):
     write_session(path, doc, {f"region_{j}": r.mask for j, r in enumerate(session.regions, 1)}, tensors)
 
 
-def load_session(cls, path, model):
+def recordable_spec(model, warn=False):
+    """The model's spec (`models.spec.spec_of`) as session.json records it, or None: a model without one,
+    or (with a warning when ``warn``) one whose spec is not plain JSON data within session.json's limits."""
+    from .io.session_format import SessionFileError, check_model_spec
+    from .models.spec import spec_of
+
+    try:
+        spec = spec_of(model)
+        if spec is not None:
+            check_model_spec(spec)
+        return spec
+    except (SessionFileError, ValueError) as err:
+        if warn:
+            import warnings
+
+            warnings.warn(f"model: {type(model).__name__}'s spec is not recorded in the session ({err}); "
+                          "load cannot check that it gets the same model", UserWarning, stacklevel=4)
+        return None
+
+
+def model_mismatch(saved: dict, model):
+    """Why ``model`` is not the model a session recorded (``saved``: its spec), or None when it is."""
+    from .models.spec import describe_spec, spec_difference
+
+    current = recordable_spec(model)
+    differ = spec_difference(saved, current)
+    if not differ:
+        return None
+    this = (f"this model ({type(model).__name__}) has no spec to compare with" if current is None else
+            f"this model is {describe_spec(current)} (they differ in {', '.join(differ)})")
+    return f"the session was saved with {describe_spec(saved)}, {this}"
+
+
+MODEL_ADVICE = ("; load it onto the model it was saved with (rw.models.from_spec builds it from session.json's "
+                "\"model\"), or pass check_model=False to load it onto this one")
+
+
+def _model_check(model):
+    def check(saved):
+        why = model_mismatch(saved, model)
+        if why:
+            raise ValueError(why + MODEL_ADVICE)
+    return check
+
+
+def named_model(path, before_diffusers=None):
+    """``(model, spec)``: the model a session folder records, built by `models.spec.build_named_model` (a
+    ToyWorld, or a diffusers folder on this disk: no code a file names runs; ``before_diffusers()`` is
+    called before one is read), or None where the file records none. A damaged index, or a model that
+    cannot be built, raises `SessionFileError` (the latter ``session.json: model: ...``)."""
+    from .io.session_files import read_model_spec
+    from .io.session_format import SessionFileError
+    from .models.spec import build_named_model, describe_spec
+
+    spec = read_model_spec(path)
+    if spec is None:
+        return None
+    try:
+        if spec.get("model") == "DiffusersModel" and before_diffusers is not None:
+            before_diffusers()
+        return build_named_model(spec), spec
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        raise SessionFileError(f"session.json: model: {describe_spec(spec, 200)}: {err}") from None
+
+
+def load_session(cls, path, model, check_model=True):
     """`RegionalSamplerSession.load`."""
     from .io.paths import FileSafetyError
     from .io.session_files import read_session
     from .io.session_format import SessionFileError, describe_model_sampling
 
+    if not isinstance(check_model, bool):
+        raise ValueError(f"check_model: expected True or False, got {check_model!r}")
     doc, masks, tensors = read_session(path, channels=model.latent_channels, downscale=model.downscale,
                                        fields=_doc_fields(),
-                                       model_sampling=describe_model_sampling(as_model_sampling(model)))
+                                       model_sampling=describe_model_sampling(as_model_sampling(model)),
+                                       check_model=_model_check(model) if check_model else None)
     try:
         return _from_saved(cls, doc, masks, tensors, model)
     except (SessionFileError, FileSafetyError):
@@ -202,15 +273,23 @@ class SessionFiles:
     def save(self, path):
         """Write the session to a folder: parameters JSON, masks npz (exact floats), latents safetensors.
 
-        The state at the current sub-step is saved too, so load -> continue equals never stopping.
+        The state at the current sub-step is saved too, so load -> continue equals never stopping. The
+        model's spec (`models.spec`, plain data such as ToyWorld's arguments), where it has one, is
+        recorded as ``"model"`` in session.json: `load` checks it, ``python -m regional_widgets run``
+        rebuilds the model from it.
         """
         save_session(self, path)
 
     @classmethod
-    def load(cls, path, model) -> "RegionalSamplerSession":
+    def load(cls, path, model, check_model=True) -> "RegionalSamplerSession":
         """Read a folder written by `save`; a damaged, tampered or mismatched file raises and builds nothing
-        (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`)."""
-        return load_session(cls, path, model)
+        (`io.session_files.SessionFileError`; a symlink or a path outside the folder: `io.FileSafetyError`).
+
+        A session records its model's spec (`models.spec`; where the model has one) and loads only onto a
+        model of the same spec: another one raises `SessionFileError` (``model: ...``) naming both.
+        ``check_model=False`` loads it onto another model deliberately (the model's family, schedule and
+        latent channels are still checked). Files written before the record load onto any such model."""
+        return load_session(cls, path, model, check_model)
 
     def to_comfy(self, path, checkpoint="model.safetensors", format="api") -> list:
         """Write the session as a ComfyUI workflow (JSON) with its masks as PNGs beside it.

@@ -195,31 +195,93 @@ def test_bad_input_exits_2_with_one_line(case, sources, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_a_session_file_names_no_model(tmp_path):
-    """``run`` builds the model --model names (default toyworld): a session file does not name one, and
-    one made for another kind of model is refused with a line saying to choose it with --model."""
+def test_a_session_runs_on_the_model_it_names(tmp_path):
+    """``run`` without --model rebuilds the model a session folder names (a ToyWorld here): a
+    ``ToyWorld(mixture_variance=0.01, ...)`` session replays bit-identically to the in-process run, and its
+    detail ratios are finite numbers. --model overrides; another model is refused unless --no-model-check."""
+    helped = " ".join(cli("run", "--help", cwd=tmp_path).stdout.split())
+    assert "default: the model a session folder names" in helped and "--no-model-check" in helped
+    model = rw.models.ToyWorld(mixture_variance=0.01, n_exemplars=100)
+    session = make_session(model)
+    session.step()
+    session.save(tmp_path / "spread")
+    expected = expected_png(model, session)
+    result = cli("run", "spread", "--out", "x.png", "--json", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert summary["model"] == "ToyWorld(n_exemplars=100, mixture_variance=0.01)"
+    assert summary["model_from"] == "session" and summary["model_spec"] == model.spec
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png").convert("RGB")), expected)
+    assert len(summary["detail_ratios"]) == 2 and all(isinstance(r, float) and r > 0 for r in summary["detail_ratios"])
+    assert "detail_ratios_note" not in summary
+    (tmp_path / "x.png").unlink()
+
+    # --model names another model: refused, saying how to go on; --no-model-check runs it there
+    refused = cli("run", "spread", "--out", "x.png", "--model", "toyworld", cwd=tmp_path)
+    assert_usage_error(refused, "saved with ToyWorld(n_exemplars=100, mixture_variance=0.01)",
+                       "this model is ToyWorld()", "drop --model", "--no-model-check")
+    assert "check_model=False" not in refused.stderr and not (tmp_path / "x.png").exists()
+    forced = cli("run", "spread", "--out", "x.png", "--model", "toyworld", "--no-model-check", "--json",
+                 "--no-progress", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    summary = json.loads(forced.stdout)
+    assert summary["model"] == "toyworld" and summary["model_from"] == "--model"
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "x.png").convert("RGB")), expected)
+
+
+def test_a_session_of_another_family_runs_on_its_model(tmp_path):
+    """A flow session (refused on the default toyworld before sessions named their model) runs on its
+    flow ToyWorld; --model toyworld is refused with the family check's message."""
     from regional_widgets.cli import UsageError, load_model
 
-    helped = cli("run", "--help", cwd=tmp_path)
-    assert "'toyworld' (the default)" in " ".join(helped.stdout.split())
-    assert "names" not in helped.stdout.replace("does not name its model", "")  # no "the model a session names"
     assert isinstance(load_model("toyworld"), rw.models.ToyWorld)
     with pytest.raises(UsageError, match="--model nowhere"):
         load_model("nowhere")
     flow = rw.models.ToyWorld(n_exemplars=60, prediction="flow")
     make_session(flow).save(tmp_path / "flow")
-    result = cli("run", "flow", "--out", "x.png", cwd=tmp_path)
-    assert_usage_error(result, "flow", "choose the model with --model")
+    result = cli("run", "flow", "--out", "x.png", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    session = make_session(flow)
+    session.run()  # the picture `run` writes: a flow result as the screen shows it
+    picture = (flow.decode(rw.plot.picture(session, "result"))[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png").convert("RGB")), picture)
+    (tmp_path / "x.png").unlink()
+    assert_usage_error(cli("run", "flow", "--out", "x.png", "--model", "toyworld", cwd=tmp_path),
+                       "flow", "drop --model")
     assert not (tmp_path / "x.png").exists()
 
 
-def test_detail_ratios_in_the_json_are_numbers_or_null(tmp_path, monkeypatch, capsys):
+def test_a_model_a_session_names_that_cannot_be_built(tmp_path):
+    """Exit 2 with one line naming session.json's model: a factory (no code a file names is run), a
+    ToyWorld too large to build, a diffusers folder that is not here, a hostile record."""
+    from regional_widgets import cli as cli_module
+
+    make_session(rw.models.ToyWorld(n_exemplars=20)).save(tmp_path / "s")
+    doc = json.loads((tmp_path / "s" / "session.json").read_text())
+    cases = {"factory": ({"factory": "os:system", "kwargs": {"command": "touch pwned"}}, "is not built from a file"),
+             "huge": (dict(doc["model"], n_exemplars=10**7), "over the limit"),
+             "gone": ({"model": "DiffusersModel", "path": str(tmp_path / "no-such-model")}, "is not on this disk"),
+             "hostile": ({"model": "ToyWorld", "seed": [[[[[[[[[1]]]]]]]]]}, "nested over 8 levels")}
+    for name, (value, words) in cases.items():
+        (tmp_path / name).mkdir()
+        for file in (tmp_path / "s").iterdir():
+            (tmp_path / name / file.name).write_bytes(file.read_bytes())
+        (tmp_path / name / "session.json").write_text(json.dumps(dict(doc, model=value)))
+        args = cli_module.parser().parse_args(["run", str(tmp_path / name), "--out", "x.png"])
+        with pytest.raises(cli_module.UsageError, match="session.json: model") as caught:
+            cli_module.choose_model(args, tmp_path / name, "session")
+        assert words in str(caught.value), (name, str(caught.value))
+    assert_usage_error(cli("run", "factory", "--out", "x.png", cwd=tmp_path),
+                       "session.json: model: factory 'os:system'", "choose the model with --model")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_detail_ratios_in_the_json_are_numbers_or_null(tmp_path, capsys):
     """A model whose pictures have spread gives finite ratios and no note; JSON never holds NaN."""
     from regional_widgets import cli as cli_module
 
     model = rw.models.ToyWorld(mixture_variance=0.01)
-    make_session(model).save(tmp_path / "spread")
-    monkeypatch.setattr(cli_module, "load_model", lambda spec: model)
+    make_session(model).save(tmp_path / "spread")  # it names its model: `run` rebuilds it
     assert cli_module.main(["run", str(tmp_path / "spread"), "--out", str(tmp_path / "s.png"), "--json",
                             "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
@@ -256,7 +318,7 @@ def test_run_a_workflow_on_a_diffusers_folder(sources, tmp_path):
     assert "float32" not in result.stderr and "RegionalSamplerAdvanced" in result.stderr
 
 
-def test_run_writes_the_picture_of_a_flow_result_with_leftover_noise(tmp_path, monkeypatch, capsys):
+def test_run_writes_the_picture_of_a_flow_result_with_leftover_noise(tmp_path, capsys):
     """On a flow model the result the node returns can hold leftover noise (``x / (1 - sigma)``, here
     stopped at step 3 of 6 with its leftover noise): ``--out`` is what `rw.plot.picture` shows, decoded."""
     from regional_widgets import cli as cli_module
@@ -271,8 +333,7 @@ def test_run_writes_the_picture_of_a_flow_result_with_leftover_noise(tmp_path, m
     expected = (picture * 255).round().astype(np.uint8)
     assert np.abs(expected.astype(int) - (raw * 255).round().astype(int)).max() > 10  # not the raw latent
 
-    # a session file names no model: the flow ToyWorld stands in for the one `run` would build
-    monkeypatch.setattr(cli_module, "load_model", lambda spec: model)
+    # the session names its flow ToyWorld: `run` rebuilds it
     assert cli_module.main(["run", str(tmp_path / "flow"), "--out", str(tmp_path / "flow.png"), "--no-progress"]) == 0
     assert "flow.png" in capsys.readouterr().out
     with Image.open(tmp_path / "flow.png") as image:

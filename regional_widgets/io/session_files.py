@@ -34,11 +34,11 @@ import torch
 from .paths import FileSafetyError, FileTooLargeError, inside, open_read, parse_json, read_bytes, write_atomic
 from .session_format import (DATA_FILES, FORMAT, INDEX, MAX_HEADER_BYTES, MAX_JSON_BYTES, MODES,
                              PARAMETRISATION_NAMES, STATE_MAPS, V1_FILES, VERSION, DocFields, SessionFileError,
-                             check_doc, check_header, describe_model_sampling, files_of)
+                             check_doc, check_header, check_model_spec, describe_model_sampling, files_of)
 from .session_state import check_extra, check_state, pack_tree, unpack_tree
 
 __all__ = [  # the folder here; its format in session_format, the run state in session_state
-    "write_session", "read_session", "SessionFileError", "DocFields", "check_doc", "check_header",
+    "write_session", "read_session", "read_model_spec", "SessionFileError", "DocFields", "check_doc", "check_header",
     "describe_model_sampling", "check_state", "check_extra", "pack_tree", "unpack_tree", "FORMAT", "VERSION",
     "INDEX", "MODES", "MAX_JSON_BYTES", "MAX_HEADER_BYTES", "PARAMETRISATION_NAMES"]
 
@@ -124,11 +124,39 @@ def _index_files(folder):
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_session(path, *, channels: int, downscale: int, fields: DocFields, model_sampling=None):
+def read_session(path, *, channels: int, downscale: int, fields: DocFields, model_sampling=None, check_model=None):
     """``(doc, masks, tensors)`` from a session folder, every field checked (see `check_doc`) and every
     array's dtype and shape checked from its header before it is read. ``fields``: what a config and the
     quirks hold (the session layer's `DocFields`); ``model_sampling``: the loading model's
-    (`describe_model_sampling`), checked against the saved one where the file has it."""
+    (`describe_model_sampling`), checked against the saved one where the file has it; ``check_model``:
+    the session layer's check of the saved model spec (`check_doc`)."""
+    doc = _read_index(path)
+    files = files_of(doc)
+    check_doc(doc, channels, model_sampling, fields=fields, check_model=check_model)
+    folder = Path(path)
+    tensors = _read_latents(folder, files["latents"], channels)
+    latent = tensors["latent_image"]
+    batch_index = doc.get("batch_index")
+    if batch_index is not None and len(batch_index) != latent.shape[0]:
+        raise SessionFileError(f"{INDEX}: batch_index: {len(batch_index)} entries for a batch of {latent.shape[0]}")
+    size = (latent.shape[-2] * downscale, latent.shape[-1] * downscale)
+    masks = _read_masks(folder, files["masks"], len(doc["regions"]), size)
+    return doc, masks, tensors
+
+
+def read_model_spec(path):
+    """The model spec a session folder's index records (a dict, checked as `check_doc` checks it), or None
+    for a file that records none (written before the key, or by a model that cannot be described as data).
+    Reads ``session.json`` only; a damaged or foreign index raises `SessionFileError`."""
+    doc = _read_index(path)
+    files_of(doc)
+    if "model" not in doc:
+        return None
+    check_model_spec(doc["model"])
+    return doc["model"]
+
+
+def _read_index(path) -> dict:
     folder = Path(path)
     if not folder.is_dir():
         raise SessionFileError(f"path: {str(path)!r} is not a session folder (expected {INDEX} and the "
@@ -143,16 +171,7 @@ def read_session(path, *, channels: int, downscale: int, fields: DocFields, mode
         doc = parse_json(raw)
     except (ValueError, RecursionError) as err:
         raise SessionFileError(f"{INDEX}: cannot be read as JSON ({err})") from None
-    files = files_of(doc)
-    check_doc(doc, channels, model_sampling, fields=fields)
-    tensors = _read_latents(folder, files["latents"], channels)
-    latent = tensors["latent_image"]
-    batch_index = doc.get("batch_index")
-    if batch_index is not None and len(batch_index) != latent.shape[0]:
-        raise SessionFileError(f"{INDEX}: batch_index: {len(batch_index)} entries for a batch of {latent.shape[0]}")
-    size = (latent.shape[-2] * downscale, latent.shape[-1] * downscale)
-    masks = _read_masks(folder, files["masks"], len(doc["regions"]), size)
-    return doc, masks, tensors
+    return doc
 
 
 

@@ -10,6 +10,7 @@ file and the field.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -38,8 +39,13 @@ _LATENT_DTYPES = ("F32", "F64")
 _REGION_KEYS = ("config", "variation_seed", "variation_strength", "variation_method")
 _STATE_KEYS = ("sigma", "sigma_next", "model_calls", "passes")
 _DOC_KEYS = ("format", "version", "files", "node", "parameters", "base", "regions", "batch_index", "latent_channels",
-             "quirks", "cursor", "state", "mode", "extra", "model_sampling")
-_OPTIONAL_DOC_KEYS = ("model_sampling",)  # the model's family and schedule; files written before it lack it
+             "quirks", "cursor", "state", "mode", "extra", "model_sampling", "model")
+# the model's family and schedule, and the model's spec (`models.spec`): files written before them lack
+# them, and a model that cannot be described as data records no spec
+_OPTIONAL_DOC_KEYS = ("model_sampling", "model")
+MAX_SPEC_BYTES = 64 * 2**10  # a model spec: a few constructor arguments or a folder path
+MAX_SPEC_DEPTH = 8  # nesting inside the spec (a factory's kwargs may hold lists and objects)
+MAX_SPEC_TEXT = 4096  # one string or key of a spec (a path)
 PARAMETRISATION_NAMES = {"eps": "EPS", "v": "V-prediction", "const": "flow (CONST)"}
 
 
@@ -127,13 +133,49 @@ def _check_model_sampling(saved, current) -> None:
                                f"model has {current['schedule']}")
 
 
-def check_doc(doc: dict, channels: int, model_sampling=None, *, fields: DocFields) -> None:
+def check_model_spec(spec, field="model") -> None:
+    """A model spec as session.json may hold it: a JSON object of at most `MAX_SPEC_BYTES` (as compact
+    JSON), nested at most `MAX_SPEC_DEPTH` levels, whose leaves are strings (at most `MAX_SPEC_TEXT`
+    characters), finite numbers, booleans or null. Raises `SessionFileError` naming the field."""
+    if not isinstance(spec, dict) or not spec:
+        refuse(field, "a model spec (a non-empty object)", spec)
+    try:
+        size = len(json.dumps(spec, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        size = None  # refused below with the field that holds the value
+    if size is not None and size > MAX_SPEC_BYTES:
+        raise SessionFileError(f"{INDEX}: {field}: {size} bytes of JSON, over the limit of {MAX_SPEC_BYTES}")
+    _check_spec_value(field, spec, 0)
+
+
+def _check_spec_value(field, value, depth) -> None:
+    if isinstance(value, (dict, list)):
+        if depth >= MAX_SPEC_DEPTH:
+            raise SessionFileError(f"{INDEX}: {field}: nested over {MAX_SPEC_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict) and (not isinstance(key, str) or len(key) > MAX_SPEC_TEXT):
+                refuse(f"{field} (a key)", f"a string of at most {MAX_SPEC_TEXT} characters", key)
+            _check_spec_value(f"{field}.{key}" if isinstance(value, dict) else f"{field}[{key}]", item, depth + 1)
+    elif isinstance(value, str):
+        if len(value) > MAX_SPEC_TEXT:
+            refuse(field, f"a string of at most {MAX_SPEC_TEXT} characters", value)
+    elif not (value is None or isinstance(value, bool) or is_int(value, -2**63, 2**63)
+              or isinstance(value, float) and math.isfinite(value)):
+        refuse(field, "a string, a finite number, true, false or null", value)
+
+
+def check_doc(doc: dict, channels: int, model_sampling=None, *, fields: DocFields, check_model=None) -> None:
     """Every key and type of ``session.json`` (values the session validates again when it is built).
     ``model_sampling``: the loading model's (`describe_model_sampling`), to compare with the saved one;
-    ``fields``: what a config and the quirks hold (the session layer's `DocFields`)."""
+    ``fields``: what a config and the quirks hold (the session layer's `DocFields`); ``check_model``:
+    called with the saved model spec where the file has one, after every other check (the session
+    layer compares it with the loading model's: a ValueError is the refusal, its text after ``model: ``)."""
     v1 = doc.get("version") == 1
     _check_keys("(top level)", doc, _DOC_KEYS,
                 optional=("files", "mode", "extra", "quirks") + _OPTIONAL_DOC_KEYS if v1 else _OPTIONAL_DOC_KEYS)
+    if "model" in doc:
+        check_model_spec(doc["model"])
     if "model_sampling" in doc:
         _check_model_sampling(doc["model_sampling"], model_sampling)
     if doc["node"] not in SAMPLER_NODES:
@@ -177,6 +219,11 @@ def check_doc(doc: dict, channels: int, model_sampling=None, *, fields: DocField
         refuse("state.passes", "a list of at most 3 sampler names", passes)
     if doc.get("mode", "faithful") not in MODES:
         refuse("mode", " or ".join(MODES), doc.get("mode"))
+    if "model" in doc and check_model is not None:
+        try:
+            check_model(doc["model"])
+        except ValueError as err:
+            raise SessionFileError(f"model: {err}") from None
 
 
 
