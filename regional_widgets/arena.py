@@ -100,14 +100,14 @@ class Arena:
         # `storable`'s test, written out: this runs for every large tensor of every sub-step
         if t.device.type != "cpu" or not t.is_contiguous() or t.requires_grad:
             return None
-        nbytes = t.element_size() * t.numel()
+        nbytes = t.nbytes
         if nbytes < MIN_BYTES:
             return None
         pool = self._pools.get(nbytes)
         if pool is None:
             pool = self._pools[nbytes] = _Pool(nbytes)
         try:
-            raw = t.detach().view(-1).view(torch.uint8)
+            raw = t.view(-1).view(torch.uint8)  # no grad (tested above): no detach needed
         except RuntimeError:  # a dtype torch cannot view as bytes
             return None
         chunk, index = pool.take()
