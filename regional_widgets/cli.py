@@ -91,20 +91,20 @@ def load_model(spec: str):
 
 def choose_model(args, source: Path, kind: str):
     """``(model, name, from)``: ``--model``, else the model a session folder names (`persistence.named_model`:
-    a ToyWorld, or a diffusers folder on this disk), else toyworld."""
+    a ToyWorld; a diffusers folder it names is asked for with --model), else toyworld."""
     from .io.session_files import SessionFileError
     from .models.spec import describe_spec
     from .persistence import named_model
 
     try:
-        named = None if args.model or kind != "session" else named_model(source, before_diffusers=_quiet_hf_loaders)
+        named = None if args.model or kind != "session" else named_model(source)
     except SessionFileError as err:
         hint = "; choose the model with --model" if str(err).startswith("session.json: model:") else ""
         raise UsageError(f"{source}: {_one_line(err)}{hint}") from None
     if named is None:
         return load_model(args.model or "toyworld"), args.model or "toyworld", "--model" if args.model else "default"
     name = describe_spec(named[1]).replace("ToyWorld()", "toyworld")  # the built-in model: as --model names it
-    return named[0], named[1]["path"] if named[1].get("model") == "DiffusersModel" else name, "session"
+    return named[0], name, "session"
 
 
 def _quiet_hf_loaders() -> None:

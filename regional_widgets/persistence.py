@@ -103,11 +103,11 @@ def _model_check(model):
     return check
 
 
-def named_model(path, before_diffusers=None):
+def named_model(path):
     """``(model, spec)``: the model a session folder records, built by `models.spec.build_named_model` (a
-    ToyWorld, or a diffusers folder on this disk: no code a file names runs; ``before_diffusers()`` is
-    called before one is read), or None where the file records none. A damaged index, or a model that
-    cannot be built, raises `SessionFileError` (the latter ``session.json: model: ...``)."""
+    ToyWorld only: no code a file names runs, no folder a file names is read), or None where the file
+    records none. A damaged index, or a model that is not built from a file, raises `SessionFileError`
+    (the latter ``session.json: model: ...``)."""
     from .io.session_files import read_model_spec
     from .io.session_format import SessionFileError
     from .models.spec import build_named_model, describe_spec
@@ -116,8 +116,6 @@ def named_model(path, before_diffusers=None):
     if spec is None:
         return None
     try:
-        if spec.get("model") == "DiffusersModel" and before_diffusers is not None:
-            before_diffusers()
         return build_named_model(spec), spec
     except (OSError, ValueError, KeyError, ImportError) as err:
         raise SessionFileError(f"session.json: model: {describe_spec(spec, 200)}: {err}") from None

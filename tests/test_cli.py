@@ -253,14 +253,15 @@ def test_a_session_of_another_family_runs_on_its_model(tmp_path):
 
 def test_a_model_a_session_names_that_cannot_be_built(tmp_path):
     """Exit 2 with one line naming session.json's model: a factory (no code a file names is run), a
-    ToyWorld too large to build, a diffusers folder that is not here, a hostile record."""
+    ToyWorld too large to build, a diffusers folder (never read because a file names it), a hostile record."""
     from regional_widgets import cli as cli_module
 
     make_session(rw.models.ToyWorld(n_exemplars=20)).save(tmp_path / "s")
     doc = json.loads((tmp_path / "s" / "session.json").read_text())
     cases = {"factory": ({"factory": "os:system", "kwargs": {"command": "touch pwned"}}, "is not built from a file"),
              "huge": (dict(doc["model"], n_exemplars=10**7), "over the limit"),
-             "gone": ({"model": "DiffusersModel", "path": str(tmp_path / "no-such-model")}, "is not on this disk"),
+             "gone": ({"model": "DiffusersModel", "path": str(tmp_path / "no-such-model")}, "a file never chooses"),
+             "here": ({"model": "DiffusersModel", "path": str(tmp_path)}, "give that folder yourself (--model PATH"),
              "hostile": ({"model": "ToyWorld", "seed": [[[[[[[[[1]]]]]]]]]}, "nested over 8 levels")}
     for name, (value, words) in cases.items():
         (tmp_path / name).mkdir()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 
 from ..sampling.checks import is_int
 
@@ -19,7 +18,6 @@ __all__ = ["from_spec", "spec_of", "spec_key", "describe_spec", "spec_difference
 # where a model runs, not which model it is: a session saved on the GPU loads onto the same folder on the CPU
 PLACEMENT_KEYS = {"DiffusersModel": ("device", "offload_encoders")}
 MAX_TOY_VALUES = 2**27  # exemplars x pixels x 3 a ToyWorld a file names may hold (the default: 6.1e6)
-TORCH_DTYPES = (None, "float32", "float16", "bfloat16", "float64")
 
 
 def spec_of(model):
@@ -118,11 +116,11 @@ def describe_spec(spec, limit: int = 300) -> str:
 
 
 def build_named_model(spec: dict):
-    """The model a file names (a saved session's ``"model"``), running no code the file names: a
-    `ToyWorld` (at most `MAX_TOY_VALUES` exemplar values) or a diffusers folder that is on this disk
-    (``from_pretrained``: never downloads; its placement keys are dropped, so it loads where
-    ``from_pretrained`` puts a model by default). A factory spec, another kind, a folder that is not
-    here, arguments the model refuses: ValueError (the diffusers loader's own errors pass through)."""
+    """The model a file names (a saved session's ``"model"``), running no code the file names and
+    reading nothing the user did not give: only a `ToyWorld` (at most `MAX_TOY_VALUES` exemplar
+    values) is built. A diffusers spec names a folder: a file never chooses a folder to read, so the
+    error names it for the user to pass (``--model PATH``, ``load(folder, model)``). A factory spec,
+    another kind, arguments ToyWorld refuses: ValueError."""
     kind = spec.get("model")
     if "factory" in spec or kind not in ("ToyWorld", "DiffusersModel"):
         raise ValueError(f"{describe_spec(spec)} is not built from a file (ToyWorld and diffusers folders are: "
@@ -137,9 +135,5 @@ def build_named_model(spec: dict):
         except TypeError as err:  # an argument ToyWorld does not take
             raise ValueError(str(err)) from None
     path = spec.get("path")
-    if not isinstance(path, str) or not Path(path).is_dir():
-        raise ValueError(f"path: the diffusers folder {str(path)[:200]!r} is not on this disk")
-    if spec.get("torch_dtype") not in TORCH_DTYPES:
-        raise ValueError(f"torch_dtype: expected one of {', '.join(map(str, TORCH_DTYPES))}, got "
-                         f"{str(spec.get('torch_dtype'))[:40]!r}")
-    return from_spec({k: v for k, v in spec.items() if k not in PLACEMENT_KEYS[kind]})
+    raise ValueError(f"made with the diffusers folder {str(path)[:200]!r}: a file never chooses a folder to "
+                     "read; give that folder yourself (--model PATH, or load(folder, model))")
