@@ -77,3 +77,15 @@ def test_timeline_restore_at_and_replay():
     fresh.restore_at(states[5])
     assert fresh.cursor == 5 and torch.equal(fresh.latent, states[5].latent)
     assert torch.equal(fresh.run(), s.result)
+
+
+@pytest.mark.parametrize("name, home", [("Quirks", node_params), ("SamplerConfig", node_params),
+                                        ("plan_advanced", program), ("FaithfulEngine", faithful)])
+def test_the_old_regional_module_is_a_deprecated_alias(name, home):
+    import regional_widgets.regional as old
+
+    with pytest.warns(DeprecationWarning, match=rf"regional\.{name} moved to regional_widgets\.{home.__name__.split('.')[-1]}\.{name}"):
+        value = getattr(old, name)
+    assert value is getattr(home, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        old.nothing
