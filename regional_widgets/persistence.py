@@ -217,16 +217,9 @@ def write_comfy_png(session, path, checkpoint) -> list:
 
 
 def shown_latent(session):
-    """The latent `save_png` decodes: the result, else the current latent, as the screen and the CLI show
-    it (`plot.picture`, which this layer does not import): on a flow model a latent held with leftover
-    noise is shown at the sigma it is held at (`models.base.display_latent`); EPS/V: the latent itself."""
-    from .models.base import display_latent
-
-    if session.result is None:
-        return display_latent(session.model, session.latent, session.sigma_map)
-    state = session.state  # the result is the composite (restore_latent) or the final call's output
-    held = state.base_sigma_map if state.result is state.base_latent else state.sigma_map
-    return display_latent(session.model, session.result, held)
+    """The latent `save_png` decodes: the result, else the current latent, as the screen and the CLI
+    show it (`RegionalSamplerSession.picture`)."""
+    return session.picture("latent" if session.result is None else "result")
 
 
 def session_from_comfy(cls, source, model, mask_folder=None, node_id=None, missing_masks="error"):

@@ -22,23 +22,11 @@ def _is_flow(session) -> bool:
 
 
 def picture(session, which: str = "latent") -> torch.Tensor:
-    """What the session's ``latent`` (or ``result``) really shows, ready to decode.
-
-    On a flow model the reference's leftover-noise latents are ``x / (1 - sigma)`` (far noisier than the
-    picture at that step): they are shown as ``(1 - sigma) * latent`` with each pixel's effective sigma
-    (`models.base.display_latent`). EPS/V models: the latent itself. The session's traits are unchanged.
+    """What the session's ``latent`` (or ``result``) really shows, ready to decode: on a flow model a
+    leftover-noise latent ``x / (1 - sigma)`` is shown as ``(1 - sigma) * latent`` at each pixel's sigma;
+    EPS/V models: the latent itself (`RegionalSamplerSession.picture`). The session's traits are unchanged.
     """
-    from .models.base import display_latent
-
-    if which == "result":
-        if not _is_flow(session):
-            return session.result
-        state = session.history[session.cursor] if session.result is not None else None
-        held = None
-        if state is not None:  # the result is the composite (restore_latent) or the final call's output
-            held = state.base_sigma_map if state.result is state.base_latent else state.sigma_map
-        return display_latent(session.model, session.result, held)
-    return display_latent(session.model, session.latent, session.sigma_map)
+    return session.picture(which)
 
 
 def sigma_axis(ax, session, label: str = "sigma"):

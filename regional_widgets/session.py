@@ -21,7 +21,7 @@ from typing import Optional
 from traitlets import Any, Bool, Float, Int, Unicode
 
 from . import faithful, node_checks
-from .models.base import PromptCache
+from .models.base import PromptCache, display_latent
 from .node_functions import regional_sampler, regional_sampler_advanced
 from .node_params import FAITHFUL, NodeParams, Quirks, RegionParams, SamplerConfig
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
@@ -269,6 +269,21 @@ class RegionalSamplerSession(SessionFiles, SessionChanges, SessionChecks):
     def batch_index(self) -> Optional[list]:
         """The latent's batch_index (None: 0..B-1)."""
         return self._batch_index
+
+    def picture(self, which: str = "latent"):
+        """What ``latent`` (or ``result``) really shows, ready to decode (`rw.plot.picture`, the Inspector,
+        ``save_png`` and sweep thumbnails show this). On a flow model the reference's leftover-noise
+        latents are ``x / (1 - sigma)``; they are shown as ``(1 - sigma) * latent`` at the sigma each pixel
+        is held at (`models.base.display_latent`). EPS/V models: the latent itself. Traits unchanged."""
+        if which not in ("latent", "result"):
+            raise ValueError(f"which: expected 'latent' or 'result', got {which!r}")
+        if which == "latent":
+            return display_latent(self.model, self.latent, self.sigma_map)
+        if self.result is None:
+            return None
+        state = self.state  # the result is the composite (restore_latent) or the final call's output
+        held = state.base_sigma_map if state.result is state.base_latent else state.sigma_map
+        return display_latent(self.model, self.result, held)
 
     def parameters(self) -> dict:
         """The node's parameters (the ones this session's node uses), by the node's names."""

@@ -20,7 +20,7 @@ from ipycanvas import MultiCanvas, hold_canvas
 from traitlets import Bool, Enum, Float, Int, TraitError, observe, validate
 
 from ..io.masks import read_mask_png, write_mask_png
-from ..models.base import display_latent, preview_rgb
+from ..models.base import preview_rgb
 from ..sampling import masks as mask_ops
 from .mask_input import MaskInput
 from .mask_layers import (fit_rgb, grown_mask, overlay_rgba, put_rgba, read_rgb, stroke_cursor,
@@ -273,7 +273,7 @@ class MaskCanvas(MaskInput, widgets.VBox):
         if self._background_source is not None:
             return fit_rgb(self._background_source, shape)
         model = self.session.model  # a flow model's leftover-noise latent shown as (1 - sigma) * latent
-        image = preview_rgb(model, display_latent(model, self.session.latent, self.session.sigma_map))[0]
+        image = preview_rgb(model, self.session.picture())[0]
         return fit_rgb((image.numpy() * 255).round().astype(np.uint8), shape)
 
     def overlay_rgba(self, box=None) -> np.ndarray:

@@ -216,3 +216,27 @@ def test_a_flow_session_loads_only_onto_its_model_family(tmp_path):
     del doc["model_sampling"]  # a file written before the key: still read
     (tmp_path / "flow" / "session.json").write_text(json.dumps(doc))
     assert rw.RegionalSamplerSession.load(tmp_path / "flow", FLOW).step_index == 1
+
+
+def test_the_picture_of_a_flow_session_is_the_flow_state_at_each_pixels_sigma():
+    """`session.picture` (what plot, the canvas, save_png and sweep thumbnails show): on a flow model a
+    held latent x / (1 - sigma) is shown as (1 - sigma) * x in model space, pixel by pixel."""
+    from regional_widgets.models.base import latent_format, process_in, process_out
+
+    mask = np.zeros((32, 32), np.float32)
+    mask[:16] = 1
+    session = rw.RegionalSamplerSession(FLOW_SD3, rw.empty_latent(FLOW_SD3, 32, 32), regions=[
+        rw.Region(mask, rw.SamplerConfig(positive="brick"))], base=rw.SamplerConfig(positive="sky"), steps=6)
+    with pytest.raises(ValueError, match="which: expected 'latent' or 'result', got 'x0'"):
+        session.picture("x0")
+    session.step()
+    session.step()
+    assert session.picture("result") is None and float(session.sigma_map.max()) > 0.3
+    fmt = latent_format(FLOW_SD3)
+    expected = process_out((1 - session.sigma_map) * process_in(session.latent, fmt), fmt)
+    assert torch.allclose(session.picture(), expected, atol=1e-6)
+    assert not torch.allclose(session.picture(), session.latent, atol=1e-2)
+    eps = rw.models.ToyWorld(n_exemplars=120, image_size=32)
+    plain = rw.RegionalSamplerSession(eps, rw.empty_latent(eps, 32, 32), steps=4)
+    plain.run()
+    assert plain.picture() is plain.latent and plain.picture("result") is plain.result
