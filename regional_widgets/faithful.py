@@ -18,6 +18,7 @@ from .node_params import ADVANCED, FAITHFUL, NodeParams, Quirks, SamplerConfig
 from .program import Op, plan_advanced, plan_regional, second_seed
 from .sampling import masks as mask_ops
 from .sampling.call import checked_plan, sampler_call
+from .sampling.inpaint import LatentMask, latent_mask
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
@@ -91,10 +92,10 @@ class RunContext:
             return 1 - self.at_latent(mask, h, w)
         return self._cached("outside", mask, (h, w), lambda: 1 - self.at_latent(mask, h, w))
 
-    def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
         """A call's ``noise_mask`` as `sampler_call` prepares it for a latent like ``like``, once per run."""
         return self._cached("call_masks", mask, (tuple(like.shape), like.dtype, like.device),
-                            lambda: mask_ops.to_latent(mask, like.shape).to(like.device, like.dtype))
+                            lambda: latent_mask(mask, like))
 
     def mask_for(self, op: Op) -> Optional[torch.Tensor]:
         if op.mask == "inv":

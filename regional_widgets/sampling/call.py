@@ -19,10 +19,10 @@ import warnings
 
 import torch
 
-from . import masks as mask_ops
+from . import masks as mask_ops  # noqa: F401 - `inpaint.latent_mask` resizes through it (tests patch it here)
 from .flow_checks import FlowModelWarning, check_flow_sigmas
 from .model_sampling import as_model_sampling
-from .inpaint import masked_denoiser
+from .inpaint import LatentMask, latent_mask as prepare_mask, masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
 from .samplers.core import GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma
@@ -104,7 +104,7 @@ def sampler_call(
     return_x0: bool = True,
     model_sampling=None,
     plan: Optional[CallPlan] = None,
-    latent_mask: Optional[torch.Tensor] = None,
+    latent_mask: Optional[LatentMask] = None,
 ) -> CallResult:
     """Run one sampler call (all its steps) and return its x and last x0 prediction.
 
@@ -117,8 +117,8 @@ def sampler_call(
     ``CallResult.samples`` is the sampler's final x after the end-of-call rescale.
     ``plan``: this call's `checked_plan` (``total_sigmas``, ``start``, ``end``, ``leftover`` and
     ``sigma_ratio`` are then not read), for a caller that makes the same call again and again.
-    ``latent_mask``: ``noise_mask`` as this function prepares it for ``latent`` (`masks.to_latent`, on
-    its device and dtype), made once by such a caller; only read where ``noise_mask`` is given.
+    ``latent_mask``: ``noise_mask`` as this function prepares it for ``latent`` (`inpaint.latent_mask`),
+    made once by such a caller; only read where ``noise_mask`` is given.
     """
     spec = get_sampler(sampler)
     if plan is None:
@@ -150,10 +150,9 @@ def sampler_call(
 
     model = GuidedDenoiser(counted, counted_with_uncond)
     if noise_mask is not None:
-        mask = latent_mask if latent_mask is not None else \
-            mask_ops.to_latent(noise_mask, latent.shape).to(latent.device, latent.dtype)
+        prepared = latent_mask if latent_mask is not None else prepare_mask(noise_mask, latent)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
-        model = masked_denoiser(model, latent, inpaint_noise, mask, model_sampling=ms)
+        model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep)
     max_denoise = is_max_denoise(sigma_max, sigmas[0])
     x = noise_scaling(sigmas[0], noise, latent, max_denoise) if ms is None else \
         ms.noise_scaling(sigmas[0], noise, latent, max_denoise)

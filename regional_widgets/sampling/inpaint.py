@@ -9,9 +9,25 @@ For CFG++ samplers the guided prediction is blended the same way, the unconditio
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
+from . import masks as mask_ops
 from .samplers.core import GuidedDenoiser, denoise_with_uncond
+
+
+class LatentMask(NamedTuple):
+    """A call's ``noise_mask`` prepared for its latent: ``mask`` shaped, placed and typed like it, ``keep = 1 - mask``."""
+
+    mask: torch.Tensor
+    keep: torch.Tensor
+
+
+def latent_mask(noise_mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
+    """``noise_mask`` (any resolution) as a sampler call on a latent like ``like`` uses it (`masks.to_latent`)."""
+    mask = mask_ops.to_latent(noise_mask, like.shape).to(like.device, like.dtype)
+    return LatentMask(mask, 1.0 - mask)
 
 
 def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -19,13 +35,14 @@ def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-                    model_sampling=None):
+                    model_sampling=None, keep=None):
     """Wrap ``denoise(x, sigma)`` so only the area where ``mask`` (latent-shaped) is 1 is denoised.
 
     The kept area is re-noised by the model sampling's ``noise_scaling(sigma, noise, latent)``
     (EPS: ``latent + sigma * noise``; flow: ``sigma * noise + (1 - sigma) * latent``); None: EPS.
+    ``keep``: ``1.0 - mask`` when the caller has it (`LatentMask`).
     """
-    keep = 1.0 - mask
+    keep = 1.0 - mask if keep is None else keep
 
     def model_input(x, sigma):
         if model_sampling is None:
