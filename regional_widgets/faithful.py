@@ -22,7 +22,7 @@ from .sampling.inpaint import LatentMask, latent_mask
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
-from .sampling.recovery import sample_with_recovery
+from .sampling.recovery import recovery_active, sample_with_recovery
 from .sampling.schedules import sampler_sigmas
 
 
@@ -69,8 +69,23 @@ class RunContext:
         cache = self.__dict__.setdefault("_plans", {})
         key = (sampler, scheduler, steps, op.start, op.end, op.leftover, ratio)
         if key not in cache:
-            cache[key] = checked_plan(self.schedule(sampler, scheduler, steps), op.start, op.end, op.leftover, ratio,
-                                      sampler=sampler, const=is_const(self.model))
+            plan = cache[key] = checked_plan(self.schedule(sampler, scheduler, steps), op.start, op.end, op.leftover,
+                                             ratio, sampler=sampler, const=is_const(self.model))
+            if plan.sigmas is not None:
+                self.__dict__.setdefault("_bounds", {})[id(plan.sigmas)] = (plan.first_value, plan.last_value)
+        return cache[key]
+
+    def bounds(self, sigmas: torch.Tensor) -> tuple:
+        """``(float(sigmas[0]), float(sigmas[-1]))`` of a call's sigmas, read from its plan when it has one."""
+        known = self.__dict__.get("_bounds", {}).get(id(sigmas))
+        return known if known is not None else (float(sigmas[0]), float(sigmas[-1]))
+
+    def zeros(self, like: torch.Tensor) -> torch.Tensor:
+        """``torch.zeros_like(like)`` (a call's noise when it adds none), once per run; never written to."""
+        cache = self.__dict__.setdefault("_zeros", {})
+        key = (tuple(like.shape), like.dtype, like.device)
+        if key not in cache:
+            cache[key] = torch.zeros_like(like)
         return cache[key]
 
     def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -173,38 +188,43 @@ def initial_state(latent: torch.Tensor) -> RunState:
 def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, noise):
     """One wrapper call (with recovery passes), converting to and from model space per call."""
     fmt = ctx.latent_format or LatentFormat("model", ctx.latent_scale)
+    identity = fmt.scale_factor == 1.0 and not fmt.shift_factor  # process_in/out hand the latent back
     # quirk: the reference reseeds ancestral noise on every call, so 1-step calls reuse one draw
     sampler_seed = op.seed if ctx.quirks.reseed_every_call else (op.seed + op.i + 1) % 2**64
+    config = part.config
 
     def run(sampler, lat, ratio, noise_):
         # The reference skips process_latent_in for an all-zero latent (0 stays 0 despite a shift).
-        lat_in = process_in(lat, fmt)
-        total = ctx.schedule(sampler, part.config.scheduler, op.steps)
-        res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=total, start=op.start,
+        lat_in = lat if identity else process_in(lat, fmt)
+        plan = ctx.plan(sampler, config.scheduler, op.steps, op, ratio)
+        res = sampler_call(part.denoise, lat_in, sampler=sampler, total_sigmas=None, start=op.start,
                            end=op.end, leftover=op.leftover, add_noise=op.add_noise, seed=op.seed,
                            sigma_max=ctx.sigma_max(), sigma_ratio=ratio, noise=noise_,
                            noise_mask=mask, latent_mask=None if mask is None else ctx.call_mask(mask, lat_in),
                            batch_index=ctx.batch_index, sampler_seed=sampler_seed,
-                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model,
-                           plan=ctx.plan(sampler, part.config.scheduler, op.steps, op, ratio))
+                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model, plan=plan,
+                           zeros=ctx.zeros(lat_in))
         if res.sigmas is None:
             return replace(res, samples=lat, denoised=lat)  # a no-op call hands its input back (VAE space)
-        if fmt.scale_factor != 1.0 or fmt.shift_factor:
+        if not identity:
             res = replace(res, samples=process_out(res.samples, fmt), denoised=process_out(res.denoised, fmt))
         return res
 
-    mode = ctx.additional_mode if op.recovery else "DISABLE"
-    return sample_with_recovery(run, latent, sampler=part.config.sampler, sigma_factor=part.config.sigma_factor,
-                                mode=mode, additional_sampler=ctx.additional_sampler,
+    if not (op.recovery and recovery_active(config.sampler, ctx.additional_mode)):
+        return [(config.sampler, run(config.sampler, latent, config.sigma_factor, noise))]  # one pass
+    return sample_with_recovery(run, latent, sampler=config.sampler, sigma_factor=config.sigma_factor,
+                                mode=ctx.additional_mode, additional_sampler=ctx.additional_sampler,
                                 ratio=ctx.additional_sigma_ratio, noise_mask=mask, noise=noise)
 
 
-def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False, m=None, outside_m=None):
+def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: bool = False, m=None, outside_m=None,
+                     bounds=None):
     """The noise level the mask algebra implies after one call (first-order, Euler-type updates).
 
     Inside the call's mask each pass contracts the noise by sigma_last / sigma_first of its slice;
     outside it the kept area is carried along the re-noise path only when the call adds noise.
     ``const``: a flow model; the map is in its sigmas (0..1), see `_flow_sigma_map_after`.
+    ``bounds(sigmas)``: a call's first and last sigma as floats (`RunContext.bounds`), when the caller has them.
     """
     if m is None:  # ``m``: the mask at latent resolution (``outside_m``: 1 - m), when the caller has it
         m = torch.ones(latent_shape[-2:]) if mask is None else mask_ops.resize(mask, *latent_shape[-2:])
@@ -214,7 +234,7 @@ def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: 
     for k, (_, res) in enumerate(passes):
         if res.sigmas is None:
             continue
-        first, last = float(res.sigmas[0]), float(res.sigmas[-1])
+        first, last = (float(res.sigmas[0]), float(res.sigmas[-1])) if bounds is None else bounds(res.sigmas)
         if noisy and k == 0:
             inside = torch.sqrt(inside**2 + first**2)
             outside = torch.sqrt(state_map**2 + last**2)
@@ -257,50 +277,53 @@ def _flow_sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, m=
 
 def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     """Run the sub-step at ``state.cursor`` and return the state after it (pure)."""
-    op = ops[state.cursor]
-    times = state.times_map
-    if op.kind != "composite" and (state.cursor == 0 or ops[state.cursor - 1].group != op.group):
-        times = torch.zeros_like(times)
-    if op.kind == "composite":
+    cursor = state.cursor
+    op = ops[cursor]
+    kind = op.kind
+    h, w = state.latent.shape[-2:]
+    if kind == "composite":
         mask = ctx.region_masks[op.region]
-        h, w = state.latent.shape[-2:]
         m = ctx.at_latent(mask, h, w)  # `composite` resizes the mask to the latent: the same bits, made once
         base_latent = mask_ops.composite(state.base_latent, state.latent, m)
         base_map = m * state.sigma_map + ctx.outside(mask, h, w) * state.base_sigma_map
-        return replace(state, latent=base_latent, base_latent=base_latent, cursor=state.cursor + 1,
-                       sigma_map=base_map, base_sigma_map=base_map, passes=())
+        return RunState(base_latent, base_latent, cursor + 1, state.denoised, state.sigma, state.sigma_next,
+                        state.result, base_map, base_map, state.times_map, state.model_calls, (), state.extra)
+    times = state.times_map
+    if cursor == 0 or ops[cursor - 1].group != op.group:
+        times = torch.zeros_like(times)
     restore = ctx.restore_latent
     latent, sigma_map = state.latent, state.sigma_map
-    if op.kind == "region" and restore:
+    if (kind == "region" and restore) or (kind == "finalize" and state.base_latent is not None):
         latent, sigma_map = state.base_latent, state.base_sigma_map  # every region starts from the composite
-    if op.kind == "finalize" and state.base_latent is not None:
-        latent, sigma_map = state.base_latent, state.base_sigma_map
-    part = ctx.parts[op.region if op.kind == "region" else 0]
+    part = ctx.parts[op.region if kind == "region" else 0]
     mask = ctx.mask_for(op)
     noise = ctx.noises.get(op.noise) if op.noise else None
     passes = _call_part(ctx, op, latent, part, mask, noise)
     out = passes[-1][1]
     new_latent = out.output
-    h, w = latent.shape[-2:]
     new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None,
-                                  is_const(ctx.model), m=ctx.at_latent(mask, h, w), outside_m=ctx.outside(mask, h, w))
+                                  is_const(ctx.model), m=ctx.at_latent(mask, h, w), outside_m=ctx.outside(mask, h, w),
+                                  bounds=ctx.bounds)
     ran = [res for _, res in passes if res.sigmas is not None]
-    calls = state.model_calls + sum(res.model_calls for _, res in passes)
-    sigma = float(ran[0].sigmas[0]) if ran else None
-    sigma_next = float(ran[-1].sigmas[-1]) if ran else None
-    denoised = out.denoised if ran else state.denoised
-    common = dict(cursor=state.cursor + 1, denoised=denoised, sigma=sigma, sigma_next=sigma_next,
-                  model_calls=calls, passes=tuple(name for name, res in passes if res.sigmas is not None))
-    if op.kind == "finalize":
+    calls = state.model_calls
+    for _, res in passes:
+        calls += res.model_calls
+    if ran:
+        sigma, sigma_next, denoised = ctx.bounds(ran[0].sigmas)[0], ctx.bounds(ran[-1].sigmas)[1], out.denoised
+    else:
+        sigma, sigma_next, denoised = None, None, state.denoised
+    names = tuple(name for name, res in passes if res.sigmas is not None)
+    if kind == "finalize":
         base_latent = state.base_latent if state.base_latent is not None else state.latent
         # quirk: with restore_latent the final base call is made and then discarded
         result = base_latent if restore and ctx.quirks.discard_final_step else new_latent
-        return replace(state, latent=new_latent, result=result, times_map=times + m, sigma_map=new_map, **common)
+        return RunState(new_latent, state.base_latent, cursor + 1, denoised, sigma, sigma_next, result, new_map,
+                        state.base_sigma_map, times + m, calls, names, state.extra)
     base_latent, base_map = state.base_latent, state.base_sigma_map
-    if op.kind == "base" and restore:
+    if kind == "base" and restore:
         base_latent, base_map = new_latent, new_map
-    return replace(state, latent=new_latent, base_latent=base_latent, times_map=times + m, sigma_map=new_map,
-                   base_sigma_map=base_map, **common)
+    return RunState(new_latent, base_latent, cursor + 1, denoised, sigma, sigma_next, state.result, new_map,
+                    base_map, times + m, calls, names, state.extra)
 
 
 class FaithfulEngine:
@@ -339,6 +362,7 @@ class FaithfulEngine:
         memory grows (benchmarks/history_memory.py). A plan that cannot be made is left to its call,
         which raises as it always did; recovery passes' plans are made when first needed."""
         h, w = p.latent_image.shape[-2:]
+        ctx.zeros(p.latent_image)
         for mask in [ctx.inv] + ctx.region_masks[1:]:
             if mask is not None:
                 ctx.call_mask(mask, p.latent_image)

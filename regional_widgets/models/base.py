@@ -88,7 +88,11 @@ def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> GuidedDeno
     def denoise(x, sigma):
         if skip:
             return model(x, sigma, positive)
-        return with_uncond(x, sigma)[0]
+        if batched:
+            return with_uncond(x, sigma)[0]
+        uncond = model(x, sigma, uncond_cond())  # `with_uncond`'s two calls and sum, its pair not made
+        cond = model(x, sigma, positive)
+        return uncond + (cond - uncond) * cfg
 
     return GuidedDenoiser(denoise, with_uncond)
 

@@ -39,12 +39,18 @@ class CallPlan:
     """What one call will run: its sigmas (None = no-op) and the total schedule's SDE bounds.
 
     ``checked``: the sigmas passed the checks `sampler_call` makes on them (`checked_plan`), so a
-    call given this plan does not make them again.
+    call given this plan does not make them again. ``prepared``: the sampler's per-step scalars of
+    these sigmas (`samplers.core.begin`), made with the plan; None where the sampler has none.
+    ``first``/``first_value``/``last_value``: ``sigmas[0]`` and the first and last sigma as floats (checked plans).
     """
 
     sigmas: Optional[torch.Tensor]
     brownian_bounds: Optional[tuple]
     checked: bool = False
+    prepared: Optional[tuple] = None
+    first: Optional[torch.Tensor] = None
+    first_value: Optional[float] = None
+    last_value: Optional[float] = None
 
 
 def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0) -> CallPlan:
@@ -65,7 +71,10 @@ def checked_plan(total_sigmas: torch.Tensor, start: int, end: int, leftover: boo
     if const:
         check_flow_sigmas(plan.sigmas, f"{sampler} call")
     check_sigmas(plan.sigmas)
-    return CallPlan(plan.sigmas, plan.brownian_bounds, True)
+    spec = get_sampler(sampler)
+    prepared = spec.prepare(plan.sigmas) if spec.prepare is not None and not spec.const_offset else None
+    first = plan.sigmas[0]
+    return CallPlan(plan.sigmas, plan.brownian_bounds, True, prepared, first, float(first), float(plan.sigmas[-1]))
 
 
 @dataclass
@@ -105,6 +114,7 @@ def sampler_call(
     model_sampling=None,
     plan: Optional[CallPlan] = None,
     latent_mask: Optional[LatentMask] = None,
+    zeros: Optional[torch.Tensor] = None,
 ) -> CallResult:
     """Run one sampler call (all its steps) and return its x and last x0 prediction.
 
@@ -118,7 +128,8 @@ def sampler_call(
     ``plan``: this call's `checked_plan` (``total_sigmas``, ``start``, ``end``, ``leftover`` and
     ``sigma_ratio`` are then not read), for a caller that makes the same call again and again.
     ``latent_mask``: ``noise_mask`` as this function prepares it for ``latent`` (`inpaint.latent_mask`),
-    made once by such a caller; only read where ``noise_mask`` is given.
+    made once by such a caller; only read where ``noise_mask`` is given. ``zeros``: ``torch.zeros_like(latent)``
+    made once by such a caller (the noise of a call without any), never written to.
     """
     spec = get_sampler(sampler)
     if plan is None:
@@ -136,13 +147,15 @@ def sampler_call(
                           "divides by sqrt(1 + sigma^2)) and converges to the wrong spread; prefer euler, heun or "
                           "dpmpp_2m (as the recovery sampler too)", FlowModelWarning, stacklevel=2)
     if noise is None:
-        noise = prepare_noise(latent, seed, batch_index) if add_noise else torch.zeros_like(latent)
+        noise = prepare_noise(latent, seed, batch_index) if add_noise else \
+            torch.zeros_like(latent) if zeros is None else zeros
     noise = noise.to(latent.device, latent.dtype)
     calls = [0]
+    plain = denoise.denoise if type(denoise) is GuidedDenoiser else denoise  # what its __call__ calls
 
     def counted(x, sigma):
         calls[0] += 1
-        return denoise(x, sigma)
+        return plain(x, sigma)
 
     def counted_with_uncond(x, sigma):  # CFG++: still one evaluation
         calls[0] += 1
@@ -153,16 +166,18 @@ def sampler_call(
         prepared = latent_mask if latent_mask is not None else prepare_mask(noise_mask, latent)
         inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
         model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep)
-    max_denoise = is_max_denoise(sigma_max, sigmas[0])
-    x = noise_scaling(sigmas[0], noise, latent, max_denoise) if ms is None else \
-        ms.noise_scaling(sigmas[0], noise, latent, max_denoise)
+    first = sigmas[0] if plan.first is None else plan.first
+    max_denoise = is_max_denoise(sigma_max, first if plan.first_value is None else plan.first_value)
+    x = noise_scaling(first, noise, latent, max_denoise) if ms is None else \
+        ms.noise_scaling(first, noise, latent, max_denoise)
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.
         noise_sampler = BrownianTreeNoiseSampler(x, *plan.brownian_bounds, seed, cpu=spec.noise == "brownian")
     seed = seed if sampler_seed is None else sampler_seed
     if plan.checked:  # the sigmas were checked with the plan: the rest of `start`'s checks, then `begin`
-        state = begin_sampler(spec, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling)
+        state = begin_sampler(spec, x, sigmas, seed=seed, noise_sampler=noise_sampler, model_sampling=model_sampling,
+                              prepared=plan.prepared)
     else:
         state = start_sampler(sampler, x, sigmas, seed=seed, noise_sampler=noise_sampler,
                               model_sampling=model_sampling)

@@ -43,6 +43,7 @@ def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, ma
     ``keep``: ``1.0 - mask`` when the caller has it (`LatentMask`).
     """
     keep = 1.0 - mask if keep is None else keep
+    plain = denoise.denoise if type(denoise) is GuidedDenoiser else denoise  # what its __call__ calls
 
     def model_input(x, sigma):
         if model_sampling is None:
@@ -52,7 +53,7 @@ def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, ma
         return x * mask + renoised * keep
 
     def masked(x, sigma):
-        return denoise(model_input(x, sigma), sigma) * mask + latent_image * keep
+        return plain(model_input(x, sigma), sigma) * mask + latent_image * keep
 
     def masked_with_uncond(x, sigma):
         denoised, uncond = denoise_with_uncond(denoise, model_input(x, sigma), sigma)

@@ -8,13 +8,23 @@ from scipy import integrate
 from .core import StepOut, ancestral_step, call_model, register, rf_ancestral_step, to_d
 
 
-@register("euler")
+def _euler_prepare(sigmas):
+    """Per step, the scalars `euler` makes from the sigmas alone: ``(sigma, sigma_next, sigma_next - sigma)``."""
+    return tuple((sigmas[i], sigmas[i + 1], sigmas[i + 1] - sigmas[i]) for i in range(len(sigmas) - 1))
+
+
+@register("euler", prepare=_euler_prepare)
 def euler(model, x, sigmas, i, memory, noise):
-    """Euler's method on the probability-flow ODE."""
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    """Euler's method on the probability-flow ODE (``memory["prepared"]``: `_euler_prepare`'s scalars)."""
+    prepared = memory.get("prepared")
+    if prepared is None:
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        dt = None
+    else:
+        sigma, sigma_next, dt = prepared[i]
     denoised = call_model(model, x, sigma)
     d = to_d(x, sigma, denoised)
-    return StepOut(x + d * (sigma_next - sigma), denoised, memory)
+    return StepOut(x + d * (sigma_next - sigma if dt is None else dt), denoised, memory, sigma, sigma_next)
 
 
 @register("euler_ancestral", noise="default", model_sampling=True)

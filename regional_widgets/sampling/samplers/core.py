@@ -68,6 +68,7 @@ class SamplerDef:
     uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
     model_sampling: bool = False  # needs the model's sampling: setup(x, sigmas, model_sampling), else memory["const"]
     const_offset: bool = False  # on CONST a first sigma >= 1 becomes percent_to_sigma(1e-4) (spec §3.6.1)
+    prepare: Optional[Callable] = None  # (sigmas) -> per-step scalars of the rule, read from memory["prepared"]
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,17 @@ class SamplerState:
     def done(self) -> bool:
         if self.finished is not None:
             return self.finished
-        return self.i >= len(self.sigmas) - 1
+        return self.i >= self.sigmas.shape[0] - 1  # len(sigmas) of the 1-D list, without Tensor.__len__
 
 
 SAMPLERS: dict[str, SamplerDef] = {}
 
 
 def register(name: str, *, setup=None, noise=None, inpaint_random=False, uncond=False,
-             model_sampling=False, const_offset=False):
+             model_sampling=False, const_offset=False, prepare=None):
     def wrap(fn):
         SAMPLERS[name] = SamplerDef(name, fn, setup, noise, inpaint_random, uncond,
-                                    model_sampling or const_offset, const_offset)
+                                    model_sampling or const_offset, const_offset, prepare)
         return fn
     return wrap
 
@@ -288,9 +289,11 @@ def start(sampler: str, x: torch.Tensor, sigmas, *, seed: int = 0, noise_sampler
 
 
 def begin(spec: SamplerDef, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int = 0, noise_sampler=None,
-          model_sampling=None, options=None) -> SamplerState:
+          model_sampling=None, options=None, prepared=None) -> SamplerState:
     """`start` for a caller that has already checked ``sigmas`` (`check_sigmas`: a 1-D tensor) and
-    ``options`` (`check_options`; None: none): the seed and x are still checked, in `start`'s order."""
+    ``options`` (`check_options`; None: none): the seed and x are still checked, in `start`'s order.
+    ``prepared``: ``spec.prepare(sigmas)``, made once by a caller that runs these sigmas again and again
+    (the rule reads it from ``memory["prepared"]``; the same scalars it would make each step)."""
     seed = check_seed(seed)
     if not all_finite(x):
         raise ValueError("x: expected finite values (found NaN or inf)")
@@ -305,6 +308,8 @@ def begin(spec: SamplerDef, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int 
     else:
         memory = spec.setup(x, sigmas) if spec.setup else {}
     memory, finished = memory if isinstance(memory, Start) else (memory, None)
+    if prepared is not None:
+        memory = dict(memory, prepared=prepared)
     return SamplerState(spec.name, x, sigmas, 0, memory, noise_sampler, finished=finished, options=options)
 
 

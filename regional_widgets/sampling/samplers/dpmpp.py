@@ -68,18 +68,36 @@ def dpmpp_2s_ancestral(model, x, sigmas, i, memory, noise, eta=1.0, s_noise=1.0)
     return StepOut(x, denoised, memory)
 
 
-@register("dpmpp_2m")
-def dpmpp_2m(model, x, sigmas, i, memory, noise):
-    """DPM-Solver++(2M): second order from the previous step's D (``memory["old_denoised"]``)."""
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    denoised = call_model(model, x, sigma)
-    old_denoised = memory.get("old_denoised")
+def _dpmpp_2m_scalars(sigma, sigma_next):
     t, t_next = t_fn(sigma), t_fn(sigma_next)
     h = t_next - t
+    return t, h, sigma_fn(t_next) / sigma_fn(t), (-h).expm1()
+
+
+def _dpmpp_2m_prepare(sigmas):
+    """Per step, the scalars `dpmpp_2m` makes from the sigmas alone: ``(sigma, sigma_next, t, h, a, b)``
+    with ``x' = a * x - b * D'``."""
+    return tuple((sigmas[i], sigmas[i + 1]) + _dpmpp_2m_scalars(sigmas[i], sigmas[i + 1])
+                 for i in range(len(sigmas) - 1))
+
+
+@register("dpmpp_2m", prepare=_dpmpp_2m_prepare)
+def dpmpp_2m(model, x, sigmas, i, memory, noise):
+    """DPM-Solver++(2M): second order from the previous step's D (``memory["old_denoised"]``;
+    ``memory["prepared"]``: `_dpmpp_2m_prepare`'s scalars, carried along)."""
+    prepared = memory.get("prepared")
+    if prepared is None:
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        t, h, a, b = _dpmpp_2m_scalars(sigma, sigma_next)
+    else:
+        sigma, sigma_next, t, h, a, b = prepared[i]
+    denoised = call_model(model, x, sigma)
+    old_denoised = memory.get("old_denoised")
     if old_denoised is None or sigma_next == 0:
         denoised_d = denoised
     else:
         r = (t - t_fn(sigmas[i - 1])) / h  # h_last / h
         denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-    x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * denoised_d
-    return StepOut(x, denoised, {"old_denoised": denoised})
+    x = a * x - b * denoised_d
+    memory = {"old_denoised": denoised} if prepared is None else {"old_denoised": denoised, "prepared": prepared}
+    return StepOut(x, denoised, memory, sigma, sigma_next)
