@@ -1,0 +1,1 @@
+"""The regional_widgets test suite (run by `make test`)."""

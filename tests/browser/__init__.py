@@ -1,0 +1,1 @@
+"""Widgets in a real browser: JupyterLab and Voila driven by Chromium."""

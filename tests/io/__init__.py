@@ -1,0 +1,1 @@
+"""Files in and out: paths, session folders, mask PNGs, ComfyUI workflows."""

@@ -1,0 +1,1 @@
+"""Models: ToyWorld, the diffusers families on tiny random weights, CFG, prompts, previews."""

@@ -1,3 +1,4 @@
+"""Mask operations (sampling/masks.py): half-pixel bilinear resize, the reference's overlap grow, union, composite, latent masks."""
 import numpy as np
 import pytest
 import torch

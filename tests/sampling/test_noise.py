@@ -1,3 +1,4 @@
+"""Seeded noise (sampling/noise.py): the global-generator stream, batch_index, seed range, ddim's seed+1, Brownian increments, variation noise."""
 import math
 
 import numpy as np

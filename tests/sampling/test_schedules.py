@@ -1,3 +1,4 @@
+"""Schedulers (sampling/schedules.py) against the reference's sigma fixtures, schedule lengths, and KSamplerAdvanced's step slicing."""
 import math
 
 import numpy as np

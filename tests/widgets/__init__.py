@@ -1,0 +1,1 @@
+"""Widgets from their Python side: app, canvas, controls, inspector, menus."""
