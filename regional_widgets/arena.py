@@ -20,6 +20,10 @@ import torch
 
 CHUNK_BYTES = 64 * 2**20  # > glibc's largest dynamic mmap threshold (32 MiB on 64-bit)
 MIN_BYTES = 16 * 2**10  # smaller tensors (scalars, sampler bookkeeping) stay as they are
+# dtypes whose same-dtype copy_ moves the bytes as they are (floats: NaN payloads and signed zeros
+# included): copied through a typed view of the slot. Any other dtype is copied as raw bytes.
+_TYPED_COPY = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                         torch.int16, torch.int8, torch.uint8})
 
 
 class Slot:
@@ -55,7 +59,15 @@ class _Pool:
         self.chunks: dict = {}
         self.used: dict = {}
         self.free: list = []  # heap of (chunk, index): the lowest free slot is reused first
+        self.views: dict = {}  # chunk -> {index: (dtype, shape, a typed view of that slot)}, made on first use
         self._next = 0
+
+    def view(self, chunk: int, index: int, dtype, shape) -> tuple:
+        """(dtype, shape as a tuple, slot ``index`` of ``chunk`` as a tensor of them), kept for the next use."""
+        start = index * self.slot_bytes
+        view = self.chunks[chunk][start:start + self.slot_bytes].view(dtype).view(shape)
+        self.views[chunk][index] = entry = (dtype, tuple(shape), view)
+        return entry
 
     def take(self) -> tuple:
         if not self.free:
@@ -63,6 +75,7 @@ class _Pool:
             # untouched pages of a fresh mapping cost no resident memory until a slot is written
             self.chunks[chunk] = torch.empty(self.per_chunk * self.slot_bytes, dtype=torch.uint8)
             self.used[chunk] = 0
+            self.views[chunk] = {}
             self.free = [(chunk, i) for i in range(self.per_chunk)]  # sorted: a heap
         chunk, index = heapq.heappop(self.free)
         self.used[chunk] += 1
@@ -75,7 +88,7 @@ class _Pool:
         if len(empty) > 1:  # keep one empty chunk for the next snapshots, give the others back
             drop = set(empty[1:])
             for c in drop:
-                del self.chunks[c], self.used[c]
+                del self.chunks[c], self.used[c], self.views[c]
             self.free = [slot for slot in self.free if slot[0] not in drop]
             heapq.heapify(self.free)
 
@@ -98,7 +111,7 @@ class Arena:
 
     def store(self, t: torch.Tensor):
         # `storable`'s test, written out: this runs for every large tensor of every sub-step
-        if t.device.type != "cpu" or not t.is_contiguous() or t.requires_grad:
+        if not t.is_cpu or not t.is_contiguous() or t.requires_grad:
             return None
         nbytes = t.nbytes
         if nbytes < MIN_BYTES:
@@ -106,15 +119,23 @@ class Arena:
         pool = self._pools.get(nbytes)
         if pool is None:
             pool = self._pools[nbytes] = _Pool(nbytes)
+        dtype = t.dtype
+        if dtype in _TYPED_COPY:  # into the slot's view of this dtype and shape, made once per slot
+            chunk, index = pool.take()
+            shape = t.shape
+            view = pool.views[chunk].get(index)
+            if view is None or view[0] is not dtype or view[1] != shape:
+                view = pool.view(chunk, index, dtype, shape)
+            view[2].copy_(t)
+            return Slot(pool, chunk, index, view[1], dtype, nbytes)
         try:
             raw = t.view(-1).view(torch.uint8)  # no grad (tested above): no detach needed
         except RuntimeError:  # a dtype torch cannot view as bytes
             return None
         chunk, index = pool.take()
-        slot = Slot(pool, chunk, index, tuple(t.shape), t.dtype, nbytes)
         start = index * pool.slot_bytes
         pool.chunks[chunk][start:start + nbytes].copy_(raw)
-        return slot
+        return Slot(pool, chunk, index, tuple(t.shape), dtype, nbytes)
 
     @property
     def nbytes_reserved(self) -> int:

@@ -15,6 +15,8 @@ from traitlets.utils.bunch import Bunch
 __all__ = ["publish_traits"]
 
 _PLAIN = (int, float, str, bool, tuple)
+_MISSING = object()  # a trait never set: its class default is the old value
+_MAGIC: dict = {}  # trait name -> the name of its old-style observer method, ``_<name>_changed``
 
 
 def publish_traits(owner: HasTraits, values: dict, forwarding: tuple = ()):
@@ -23,12 +25,19 @@ def publish_traits(owner: HasTraits, values: dict, forwarding: tuple = ()):
     ``forwarding``: ``notify_change`` overrides that only forward these values to traitlets' own (the
     session's: it undoes failed parameter changes). Any other override is called for every change."""
     changes, stored = [], owner._trait_values
-    cls = type(owner)
     for name, value in values.items():
-        old = stored[name] if name in stored else getattr(cls, name).default_value
-        if old is value or (type(old) is type(value) and isinstance(value, _PLAIN) and old == value):
+        old = stored.get(name, _MISSING)
+        if old is value:  # the same object (a state's unchanged tensor, the masks): nothing to do
             continue
-        if isinstance(value, torch.Tensor) and value.numel() != 1:
+        if old is _MISSING:
+            old = getattr(type(owner), name).default_value
+            if old is value:
+                continue
+        if type(old) is type(value) and isinstance(value, _PLAIN):
+            if old == value:
+                continue
+            silent = False  # compared just now: not equal
+        elif isinstance(value, torch.Tensor) and value.numel() != 1:
             silent = False  # bool() of an elementwise comparison raises: traitlets notifies
         else:
             try:
@@ -36,10 +45,10 @@ def publish_traits(owner: HasTraits, values: dict, forwarding: tuple = ()):
             except Exception:  # noqa: BLE001 - as traitlets: a comparison that fails means "changed"
                 silent = False
         changes.append((name, old, value, silent))
-    for name, _, value, _ in changes:
-        stored[name] = value
     if not changes:
         return
+    for change in changes:
+        stored[change[0]] = change[2]
     direct = _notifies_directly(owner, forwarding)
     for name, old, value, silent in changes:
         if silent is not True and (not direct or _observed(owner, name)):
@@ -58,4 +67,9 @@ def _observed(owner, name: str) -> bool:
     """Whether a change of ``name`` would run anything: an observer of it or of every trait, or a
     ``_<name>_changed`` method (traitlets' old style)."""
     notifiers = owner._trait_notifiers
-    return name in notifiers or All in notifiers or hasattr(owner, f"_{name}_changed")
+    if name in notifiers or All in notifiers:
+        return True
+    magic = _MAGIC.get(name)
+    if magic is None:
+        magic = _MAGIC[name] = f"_{name}_changed"
+    return hasattr(owner, magic)

@@ -9,6 +9,7 @@ executor the session passes in. Nothing here knows about traits or parameters.
 from __future__ import annotations
 
 import copy
+import copyreg
 import weakref
 from typing import Callable, Optional
 
@@ -37,6 +38,7 @@ class Timeline:
         self.arena = Arena()
         self._pack_memo: dict = {}
         self._last_ids: tuple = (None, set())  # (the entry recorded last, ids of its tensors)
+        self._recent: list = []  # `_Parts` of the last three states recorded (the next to pack among them)
         self.entries: list = []
         self.nbytes = 0
         self.sealed = 0
@@ -51,7 +53,7 @@ class Timeline:
         self.entries = [state]
         self.nbytes = history_nbytes(self.entries)
         self.sealed = 0
-        self._last_ids = (None, set())
+        self._last_ids, self._recent = (None, set()), []
 
     def fork(self, cursor: int):
         """Settings changed at ``cursor``: keep the states up to it, forget those computed after it."""
@@ -75,7 +77,7 @@ class Timeline:
     def restore(self, saved: tuple):
         entries, self.nbytes, self.sealed = saved
         self.entries = list(entries)
-        self._last_ids = (None, set())
+        self._last_ids = (None, set())  # (`_recent` stays: it finds its states by identity)
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -103,23 +105,51 @@ class Timeline:
 
     def record(self, state, limit: int, starts: list):
         """Append ``state`` (dropping the entries from its cursor on), then pack and evict to ``limit`` bytes."""
-        if len(self.entries) > state.cursor:
-            del self.entries[state.cursor:]
-            self.nbytes = history_nbytes(self.entries)
-        previous = self.entries[-1]
-        leaves = _leaves_of(state)
-        shared = self._leaf_ids(previous)
-        fresh = {id(t): t for t in leaves if id(t) not in shared}
-        self.nbytes += sum(_leaf_nbytes(t) for t in fresh.values())
-        self.entries.append(state)
-        self._last_ids = (state, {id(t) for t in leaves})  # the next record's `shared`, without a second walk
+        entries = self.entries
+        if len(entries) > state.cursor:
+            del entries[state.cursor:]
+            self.nbytes = history_nbytes(entries)
+        shared = self._leaf_ids(entries[-1])
+        parts = _parts_of(state)
+        ids, added = set(), 0
+        for t in parts.leaves:
+            i = id(t)
+            if i not in ids:
+                ids.add(i)
+                if i not in shared:
+                    added += t.nbytes if type(t) is torch.Tensor else _leaf_nbytes(t)
+        self.nbytes += added
+        entries.append(state)
+        self._last_ids = (state, ids)  # the next record's `shared`, without a second walk
+        if self.nbytes <= limit:  # the last two states stay live (below), but are copied into the arena
+            # now, while their tensors are fresh in cache, in the entries' order (see `_pack`)
+            for old in entries[-3:-1]:
+                if old is not None and type(old) is not Packed:
+                    walked = self._walked(old)
+                    if walked.packed is None:
+                        walked.packed = self._pack(walked)
+            parts.packed = self._pack(parts)
+        self._recent.append(parts)
+        del self._recent[:-3]
         # the last two states stay as they are; older ones move into the arena (see arena.py)
-        k = len(self.entries) - 3
-        if k >= 0 and self.entries[k] is not None and not isinstance(self.entries[k], Packed):
-            self.entries[k] = self._pack(self.entries[k])
+        k = len(entries) - 3
+        if k >= 0:
+            old = entries[k]
+            if old is not None and type(old) is not Packed:
+                walked = self._walked(old)
+                entries[k] = walked.packed or self._pack(walked)
         if self.nbytes > limit:
             self._evict(limit, starts)
-            self.nbytes = history_nbytes(self.entries)
+            self.nbytes = history_nbytes(entries)
+
+    def _walked(self, state) -> "_Parts":
+        """``state`` walked (`_parts_of`): remembered from its record for the last three states."""
+        for parts in self._recent:
+            if parts.state is state:
+                return parts
+        parts = _parts_of(state)
+        self._recent.append(parts)
+        return parts
 
     def _leaf_ids(self, entry) -> set:
         """ids of the tensors ``entry`` holds (remembered for the entry recorded last: it is alive, so
@@ -129,19 +159,37 @@ class Timeline:
         last, ids = self._last_ids
         return ids if last is entry else {id(t) for t in _leaves_of(entry)}
 
-    def _pack(self, state) -> Packed:
-        """The state with its tensors copied into arena slots (tensors it shares with the state
-        packed before it share their slots too)."""
-        previous, memo = self._pack_memo, {}
+    def _pack(self, parts: "_Parts") -> Packed:
+        """The state (walked: ``parts``) with its tensors copied into arena slots (tensors it shares
+        with the state packed before it share their slots too)."""
+        state, memo, arena_store, previous = parts.state, {}, self.arena.store, self._pack_memo
+        k = getattr(state, "cursor", 0) - 1
+        if 0 <= k < len(self.entries):  # share with the entry before it when its copy is at hand
+            before = self.entries[k]
+            for walked in self._recent:
+                if walked.state is before and walked.memo is not None:
+                    previous = walked.memo
 
         def store(t):
-            if id(t) not in memo:
-                hit = previous.get(id(t))
-                slot = hit[1] if hit is not None and hit[0]() is t else self.arena.store(t)
-                memo[id(t)] = (weakref.ref(t), t if slot is None else slot)
-            return memo[id(t)][1]
-        packed = Packed(_map_tensors(state, store))
-        self._pack_memo = memo
+            i = id(t)
+            hit = memo.get(i)
+            if hit is None:
+                hit = previous.get(i)
+                if hit is None or hit[0]() is not t:
+                    slot = arena_store(t)
+                    hit = (weakref.ref(t), t if slot is None else slot)
+                memo[i] = hit
+            return hit[1]
+        if parts.fields is None:  # not a dataclass instance: walked as a tree
+            packed = Packed(_map_tensors(state, store))
+        else:
+            changed = {}
+            for name, value, leaf in parts.fields:  # in field order: the arena's slots are taken in it
+                new = store(value) if leaf else _map_tensors(value, store)
+                if new is not value:
+                    changed[name] = new
+            packed = Packed(_twin(state, changed) if changed else state)
+        self._pack_memo = parts.memo = memo
         return packed
 
     def _evict(self, budget: int, starts: list):
@@ -184,6 +232,64 @@ class History:
         return [s for s in self._starts() if s < len(self)]
 
 
+class _Parts:
+    """One walk of a state: its fields that may hold tensors, in order (name, value, whether the value is
+    itself a tensor), or None for a state that is not a dataclass instance; every tensor it holds; and
+    its arena copy (`Packed`) once made."""
+
+    __slots__ = ("state", "fields", "leaves", "packed", "memo")
+
+    def __init__(self, state, fields, leaves):
+        self.state, self.fields, self.leaves, self.packed, self.memo = state, fields, leaves, None, None
+
+
+def _parts_of(state) -> _Parts:
+    names = _fields(state)
+    if not names:
+        return _Parts(state, None, _leaves_of(state))
+    fields, leaves = [], []
+    for name in names:
+        value = getattr(state, name)
+        kind = type(value)
+        if kind in _ATOMS:  # most fields (a state's None, ints, floats)
+            continue
+        if kind is torch.Tensor or isinstance(value, (torch.Tensor, Slot)):
+            fields.append((name, value, True))
+            leaves.append(value)
+        elif kind is tuple and all(type(v) in _ATOMS for v in value):  # a state's `passes`: no tensor in it
+            continue
+        else:
+            fields.append((name, value, False))
+            _collect(value, leaves)
+    return _Parts(state, fields, leaves)
+
+
+def _twin(value, changed: dict):
+    """A copy of the dataclass instance ``value`` (as `copy.copy`) with the fields ``changed`` replaced."""
+    cls = type(value)
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _PLAIN[cls] = _copies_plainly(cls)
+    if plain:  # what copy.copy does for such a class, without its generic steps
+        twin = object.__new__(cls)
+        twin.__dict__.update(value.__dict__)
+        twin.__dict__.update(changed)
+        return twin
+    twin = copy.copy(value)
+    for name, new in changed.items():
+        object.__setattr__(twin, name, new)
+    return twin
+
+
+def _copies_plainly(cls) -> bool:
+    """Whether `copy.copy` of a ``cls`` instance is a new instance with the same ``__dict__`` (no slots, no
+    copy, reduce, state or construction hooks), its fields plain ``__dict__`` entries."""
+    same = all(getattr(cls, hook, None) is getattr(object, hook, None) for hook in
+               ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__", "__copy__", "__new__"))
+    slots = any("__slots__" in vars(c) for c in cls.__mro__[:-1]) or cls in copyreg.dispatch_table
+    return same and not slots and not any(hasattr(type(getattr(cls, n, None)), "__set__") for n in _FIELDS[cls])
+
+
 def _unpack(packed: Packed):
     copies = {}
 
@@ -206,8 +312,14 @@ def _map_tensors(value, fn):
         return value
     if isinstance(value, dict):
         return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if cls is list or cls is tuple:
-        return cls(_map_tensors(v, fn) for v in value)
+    if cls is tuple:  # immutable: itself when nothing in it changes
+        items = tuple([_map_tensors(v, fn) for v in value])
+        for new, old in zip(items, value):
+            if new is not old:
+                return items
+        return value
+    if cls is list:
+        return [_map_tensors(v, fn) for v in value]
     names = _fields(value)
     if names:
         changed = {}
@@ -218,12 +330,7 @@ def _map_tensors(value, fn):
             new = _map_tensors(old, fn)
             if new is not old:
                 changed[name] = new
-        if not changed:
-            return value
-        twin = copy.copy(value)
-        for name, new in changed.items():
-            object.__setattr__(twin, name, new)
-        return twin
+        return _twin(value, changed) if changed else value
     return value
 
 
@@ -255,6 +362,7 @@ def _collect(value, out: list):
 
 _ATOMS = frozenset({type(None), bool, int, float, str})  # hold no tensor: skipped at once
 _FIELDS: dict = {}  # dataclass -> its field names but noise_sampler (read per state: cached)
+_PLAIN: dict = {}  # dataclass -> whether copy.copy of an instance is a plain copy of its __dict__
 
 
 def _fields(value) -> tuple:

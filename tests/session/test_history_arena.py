@@ -111,3 +111,43 @@ def test_resident_memory_stays_near_the_history_budget():
     r = _benchmark().measure(steps=60, size=128, budget=budget)
     assert r["tracked"] <= budget
     assert r["peak"] <= 1.3 * budget, r  # separate tensors: ~1.45 x here (heap fragmentation)
+
+
+def test_a_reused_slot_takes_any_shape_and_keeps_nan_payloads_and_signed_zeros():
+    arena = Arena()
+    bits = torch.arange(MIN_BYTES // 4, dtype=torch.int32) | 0x7F800001  # NaNs with payloads
+    t = bits.view(torch.float32).reshape(64, -1).clone()
+    t[0, :4] = torch.tensor([-0.0, 0.0, float("inf"), -float("inf")])
+    slot = arena.store(t)
+    assert torch.equal(slot.read().view(torch.int32), t.view(torch.int32)) and slot.shape == (64, t.shape[1])
+    index = slot._index
+    del slot
+    other = torch.randn(t.numel() // 2, dtype=torch.float64)  # the same bytes, another shape and dtype
+    again = arena.store(other)
+    assert again._index == index and again.read().dtype == torch.float64
+    assert torch.equal(again.read().view(torch.int64), other.view(torch.int64))
+
+
+def test_an_interrupted_copy_into_the_arena_leaves_the_session_as_it_was(monkeypatch):
+    plain = make()
+    plain.history_limit = 2**40
+    final = plain.run().clone()
+    s = make()
+    s.history_limit = 2**40
+    s.step()
+    before = (s.cursor, list(s.timeline.entries), s.timeline.nbytes, s.latent)
+    store, calls = Arena.store, []
+
+    def interrupted(arena, t):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return store(arena, t)
+    monkeypatch.setattr(Arena, "store", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.substep()
+    monkeypatch.setattr(Arena, "store", store)
+    assert (s.cursor, s.timeline.entries, s.timeline.nbytes) == before[:3] and s.latent is before[3]
+    assert torch.equal(s.run(), final) and s.history.nbytes == plain.history.nbytes
+    for k in (1, 5, len(s.timeline) - 3):
+        assert torch.equal(s.history[k].latent, plain.history[k].latent)
