@@ -82,8 +82,11 @@ class _Pool:
         return chunk, index
 
     def release(self, chunk: int, index: int) -> None:
-        self.used[chunk] -= 1
+        used = self.used[chunk] - 1
+        self.used[chunk] = used
         heapq.heappush(self.free, (chunk, index))
+        if used:  # only a release that empties its chunk can leave two chunks empty (`take` fills one)
+            return
         empty = [c for c, n in self.used.items() if n == 0]
         if len(empty) > 1:  # keep one empty chunk for the next snapshots, give the others back
             drop = set(empty[1:])

@@ -291,7 +291,8 @@ class CoherentEngine:
     def plan(self, p: NodeParams) -> list:
         return plan_coherent(p)[0]
 
-    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None) -> CoherentContext:
+    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None,
+                plan_cache=None) -> CoherentContext:
         add = p.add_noise if p.node == "RegionalSamplerAdvanced" else True
         noise = make_noise(p.latent_image, p.initial_seed, p.batch_index, p.regions, zero_edges=False)
         return build_coherent_context(p, prompts, plan_coherent(p)[1], noise, p.initial_seed, add)

@@ -8,116 +8,21 @@ Faithful quirks of the reference are named where they happen (search for "quirk"
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 import torch
 
 from .models.base import PromptCache, cfg_denoiser, latent_format, process_in, process_out
 from .node_params import ADVANCED, FAITHFUL, NodeParams, Quirks, SamplerConfig
 from .program import Op, plan_advanced, plan_regional, second_seed
+from .run_context import Part, RunContext
 from .sampling import masks as mask_ops
-from .sampling.call import checked_plan, sampler_call
-from .sampling.inpaint import LatentMask, latent_mask
+from .sampling.call import sampler_call
 from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
 from .sampling.recovery import recovery_active, sample_with_recovery
-from .sampling.schedules import sampler_sigmas
-
-
-@dataclass
-class Part:
-    config: SamplerConfig
-    denoise: Callable
-
-
-@dataclass
-class RunContext:
-    """What a run derives once from the parameters: masks, noise, denoisers (reference: per run)."""
-
-    model: object
-    parts: list  # Part for the base, then each region
-    region_masks: list  # grown masks at mask resolution (the call's noise_mask), index 0 unused
-    inv: Optional[torch.Tensor]  # base area at mask resolution
-    noises: dict  # "initial" / "second" -> noise tensor (VAE space)
-    batch_index: Optional[list]
-    additional_mode: str
-    additional_sampler: str
-    additional_sigma_ratio: float
-    restore_latent: bool = True
-    quirks: Quirks = FAITHFUL
-    latent_scale: float = 1.0
-    schedules: dict = field(default_factory=dict)
-    latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
-    latent_format: Optional[LatentFormat] = None  # VAE <-> model space (None: the identity)
-
-    def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
-        key = (sampler, scheduler, steps)
-        if key not in self.schedules:
-            self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
-        return self.schedules[key]
-
-    def sigma_max(self) -> float:
-        """The model's largest sigma, as `sampler_call` reads it (a float), once per run."""
-        if "_sigma_max" not in self.__dict__:
-            self.__dict__["_sigma_max"] = float(self.model.sigmas[-1])
-        return self.__dict__["_sigma_max"]
-
-    def plan(self, sampler: str, scheduler: str, steps: int, op: Op, ratio: float):
-        """The `sampling.call.checked_plan` of a call of ``op`` (its sigmas sliced and checked), once per run."""
-        cache = self.__dict__.setdefault("_plans", {})
-        key = (sampler, scheduler, steps, op.start, op.end, op.leftover, ratio)
-        if key not in cache:
-            plan = cache[key] = checked_plan(self.schedule(sampler, scheduler, steps), op.start, op.end, op.leftover,
-                                             ratio, sampler=sampler, const=is_const(self.model))
-            if plan.sigmas is not None:
-                self.__dict__.setdefault("_bounds", {})[id(plan.sigmas)] = (plan.first_value, plan.last_value)
-        return cache[key]
-
-    def bounds(self, sigmas: torch.Tensor) -> tuple:
-        """``(float(sigmas[0]), float(sigmas[-1]))`` of a call's sigmas, read from its plan when it has one."""
-        known = self.__dict__.get("_bounds", {}).get(id(sigmas))
-        return known if known is not None else (float(sigmas[0]), float(sigmas[-1]))
-
-    def zeros(self, like: torch.Tensor) -> torch.Tensor:
-        """``torch.zeros_like(like)`` (a call's noise when it adds none), once per run; never written to."""
-        cache = self.__dict__.setdefault("_zeros", {})
-        key = (tuple(like.shape), like.dtype, like.device)
-        if key not in cache:
-            cache[key] = torch.zeros_like(like)
-        return cache[key]
-
-    def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_" + kind, {})
-        key = (id(mask),) + key
-        if key not in cache:
-            cache[key] = (mask, make())  # the mask kept alive: its id stays its own
-        return cache[key][1]
-
-    def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
-        """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
-        if mask is None:
-            return torch.ones(h, w)
-        return self._cached("resized", mask, (h, w), lambda: mask_ops.resize(mask, h, w))
-
-    def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
-        """``1 - at_latent(mask, h, w)``, once per run."""
-        if mask is None:
-            return 1 - self.at_latent(mask, h, w)
-        return self._cached("outside", mask, (h, w), lambda: 1 - self.at_latent(mask, h, w))
-
-    def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
-        """A call's ``noise_mask`` as `sampler_call` prepares it for a latent like ``like``, once per run."""
-        return self._cached("call_masks", mask, (tuple(like.shape), like.dtype, like.device),
-                            lambda: latent_mask(mask, like))
-
-    def mask_for(self, op: Op) -> Optional[torch.Tensor]:
-        if op.mask == "inv":
-            return self.inv
-        if op.mask == "region":
-            return self.region_masks[op.region]
-        return None
 
 
 @dataclass(frozen=True)
@@ -335,16 +240,31 @@ class FaithfulEngine:
     replans_on = frozenset()  # parameters that re-plan here although they only fork elsewhere
 
     def plan(self, p: NodeParams) -> list[Op]:
+        """The node's sub-steps (a new list; its `Op`s are frozen, the same for the same parameters: a
+        reset and the run's context, which both plan, make them once)."""
         if p.node == ADVANCED:
-            return plan_advanced(R=len(p.regions), add_noise=p.add_noise, noise_seed=p.noise_seed, steps=p.steps,
-                                 start_at_step=p.start_at_step, end_at_step=p.end_at_step,
-                                 restore_latent=p.restore_latent,
-                                 return_with_leftover_noise=p.return_with_leftover_noise)
-        return plan_regional(R=len(p.regions), seed=p.seed, seed_2nd=p.seed_2nd, seed_2nd_mode=p.seed_2nd_mode,
-                             steps=p.steps, base_only_steps=p.base_only_steps, denoise=p.denoise,
-                             restore_latent=p.restore_latent, renoise_every_step=p.quirks.renoise_every_step)
+            make, args = plan_advanced, dict(R=len(p.regions), add_noise=p.add_noise, noise_seed=p.noise_seed,
+                                             steps=p.steps, start_at_step=p.start_at_step, end_at_step=p.end_at_step,
+                                             restore_latent=p.restore_latent,
+                                             return_with_leftover_noise=p.return_with_leftover_noise)
+        else:
+            make, args = plan_regional, dict(R=len(p.regions), seed=p.seed, seed_2nd=p.seed_2nd,
+                                             seed_2nd_mode=p.seed_2nd_mode, steps=p.steps,
+                                             base_only_steps=p.base_only_steps, denoise=p.denoise,
+                                             restore_latent=p.restore_latent,
+                                             renoise_every_step=p.quirks.renoise_every_step)
+        key = (make,) + tuple((v, type(v)) for v in args.values())  # typed: True and 1 are two keys
+        ops = _PLANS.get(key)
+        if ops is None:
+            ops = tuple(make(**args))
+            if len(_PLANS) >= 64:
+                _PLANS.clear()
+            _PLANS[key] = ops
+        return list(ops)
 
-    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None) -> RunContext:
+    def context(self, p: NodeParams, prompts: Optional[PromptCache] = None, grow_cache=None,
+                plan_cache: Optional[dict] = None) -> RunContext:
+        """The run's context; ``plan_cache``: a dict that keeps call plans across runs (`RunContext.plan_cache`)."""
         specs = {"initial": p.initial_seed}
         if p.node != ADVANCED:
             specs["second"] = second_seed(p.seed, p.seed_2nd, p.seed_2nd_mode)
@@ -353,6 +273,7 @@ class FaithfulEngine:
                             additional_mode=p.additional_mode, additional_sampler=p.additional_sampler,
                             additional_sigma_ratio=p.additional_sigma_ratio, prompts=prompts, quirks=p.quirks,
                             grow_cache=grow_cache)
+        ctx.plan_cache = plan_cache
         self._warm(ctx, p)
         return ctx
 
@@ -395,4 +316,5 @@ class FaithfulEngine:
         return None
 
 
+_PLANS: dict = {}  # FaithfulEngine.plan's programs by their parameters (Ops are frozen)
 FAITHFUL_ENGINE = FaithfulEngine()

@@ -36,9 +36,11 @@ class Stepper:
         self._node_params = node_params
         self.prompts = prompts  # the model's conditioning per prompt (shared with the session's checks)
         self.grow_cache: dict = {}  # grown region masks, by mask array (painting forks often)
+        self.plan_cache: dict = {}  # the faithful engine's call plans, kept across runs (`run_context`)
         self.timeline = Timeline()  # every state computed, for scrubbing
         self.engine = FAITHFUL_ENGINE  # the mode's engine (chosen again by every start)
         self.ops, self.starts, self.ctx, self.state = [], [0], None, None
+        self._shown = None  # (ops, starts, `_by_cursor`'s table) of the program last shown
         self._empty: dict = {}  # id(region) -> (its mask, whether it is empty): the status reads it per sub-step
 
     # ---- undo ---------------------------------------------------------------------------------
@@ -57,7 +59,7 @@ class Stepper:
     def context(self):
         """The engine's run context for the current settings (masks, parts, schedule); built on first use."""
         if self.ctx is None:
-            self.ctx = self.engine.context(self._node_params(), self.prompts, self.grow_cache)
+            self.ctx = self.engine.context(self._node_params(), self.prompts, self.grow_cache, self.plan_cache)
         return self.ctx
 
     def execute(self, state):
@@ -131,14 +133,29 @@ class Stepper:
 
     def values(self, state, regions: list, latent_hw: tuple) -> dict:
         """The observable values of ``state``: the session's trait names and values."""
-        ops, cursor = self.ops, state.cursor
-        status, progress = self.status(state, regions)
-        step_index = bisect.bisect_right(self.starts, cursor) - 1 if cursor < len(ops) else self.num_steps
-        return dict(step_index=step_index, phase=ops[cursor - 1].phase if cursor else None,
-                    sigma=state.sigma, sigma_next=state.sigma_next, latent=state.latent, denoised=state.denoised,
-                    masks=self.latent_masks(bool(regions), *latent_hw), status=status, progress=float(progress),
-                    done=cursor == len(ops), result=state.result, sigma_map=state.sigma_map,
+        step_index, phase, progress, done = self._by_cursor()[state.cursor]
+        status = self.status(state, regions)[0]
+        return dict(step_index=step_index, phase=phase, sigma=state.sigma, sigma_next=state.sigma_next,
+                    latent=state.latent, denoised=state.denoised, masks=self.latent_masks(bool(regions), *latent_hw),
+                    status=status, progress=progress, done=done, result=state.result, sigma_map=state.sigma_map,
                     times_map=state.times_map)
+
+    def _by_cursor(self) -> list:
+        """Per cursor, the values that depend on the program alone: (step index, phase, progress, done),
+        made once per program."""
+        ops, starts = self.ops, self.starts
+        made = self._shown
+        if made is None or made[0] is not ops or made[1] is not starts:
+            table = []
+            for cursor in range(len(ops) + 1):
+                step_index = bisect.bisect_right(starts, cursor) - 1 if cursor < len(ops) else len(starts) - 1
+                if cursor:
+                    op = ops[cursor - 1]
+                    table.append((step_index, op.phase, float(op.progress), cursor == len(ops)))
+                else:
+                    table.append((step_index, None, 0.0, not ops))
+            made = self._shown = (ops, starts, table)
+        return made[2]
 
     def status(self, state, regions: list) -> tuple:
         """(status text, progress) after ``state.cursor`` sub-steps."""

@@ -20,7 +20,7 @@ MAX_LINES = 400
 LAYERS = {
     "sampling": ["sampling/"],     # pure torch + numpy: model sampling, schedules, samplers, noise, masks
     "models":   ["models/"],       # denoisers behind one protocol; CFG; ToyWorld, diffusers folders
-    "engines":  ["node_params", "program", "faithful", "coherent",  # the nodes' parameters and programs
+    "engines":  ["node_params", "program", "faithful", "run_context", "coherent",  # the nodes' parameters, programs
                  "regional"],  # 0.1.0's module, a deprecated alias of the three above
     "io":       ["io/"],           # plain data in and out (files, PNGs, ComfyUI): see IO_MAY_IMPORT
     "session":  ["session", "params", "node_checks", "session_checks", "session_changes", "regions",

@@ -25,7 +25,8 @@ from .model_sampling import as_model_sampling
 from .inpaint import LatentMask, latent_mask as prepare_mask, masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
-from .samplers.core import GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma
+from .samplers.core import (GuidedDenoiser, Prepared, begin as begin_sampler, check_sigmas, denoise_with_uncond,
+                            final_sigma)
 from .schedules import slice_steps
 
 
@@ -72,7 +73,7 @@ def checked_plan(total_sigmas: torch.Tensor, start: int, end: int, leftover: boo
         check_flow_sigmas(plan.sigmas, f"{sampler} call")
     check_sigmas(plan.sigmas)
     spec = get_sampler(sampler)
-    prepared = spec.prepare(plan.sigmas) if spec.prepare is not None and not spec.const_offset else None
+    prepared = Prepared(spec.prepare(plan.sigmas)) if spec.prepare is not None and not spec.const_offset else None
     first = plan.sigmas[0]
     return CallPlan(plan.sigmas, plan.brownian_bounds, True, prepared, first, float(first), float(plan.sigmas[-1]))
 
@@ -146,6 +147,7 @@ def sampler_call(
             warnings.warn("ddpm on a flow (CONST) model: the reference's ddpm has no CONST branch (its VP step "
                           "divides by sqrt(1 + sigma^2)) and converges to the wrong spread; prefer euler, heun or "
                           "dpmpp_2m (as the recovery sampler too)", FlowModelWarning, stacklevel=2)
+    zero_noise = noise is None and not add_noise  # the noise is all +0 (below)
     if noise is None:
         noise = prepare_noise(latent, seed, batch_index) if add_noise else \
             torch.zeros_like(latent) if zeros is None else zeros
@@ -162,14 +164,22 @@ def sampler_call(
         return denoise_with_uncond(denoise, x, sigma)
 
     model = GuidedDenoiser(counted, counted_with_uncond)
-    if noise_mask is not None:
-        prepared = latent_mask if latent_mask is not None else prepare_mask(noise_mask, latent)
-        inpaint_noise = ddim_inpaint_noise(noise, seed) if getattr(spec, "inpaint_random", False) else noise
-        model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep)
     first = sigmas[0] if plan.first is None else plan.first
     max_denoise = is_max_denoise(sigma_max, first if plan.first_value is None else plan.first_value)
-    x = noise_scaling(first, noise, latent, max_denoise) if ms is None else \
-        ms.noise_scaling(first, noise, latent, max_denoise)
+    # EPS/V without noise: ``noise * s + latent`` where ``noise * s`` is all +0 for a checked sigma s (finite, >= 0),
+    # so the start is ``noise + latent`` bit for bit (not from pure noise: its scale sqrt(1 + s^2) may overflow)
+    held = zero_noise and plan.checked and ms is not None and not const
+    x = noise + latent if held and not max_denoise else noise_scaling(first, noise, latent, max_denoise) \
+        if ms is None else ms.noise_scaling(first, noise, latent, max_denoise)
+    if noise_mask is not None:
+        prepared = latent_mask if latent_mask is not None else prepare_mask(noise_mask, latent)
+        inpaint_random = getattr(spec, "inpaint_random", False)
+        inpaint_noise = ddim_inpaint_noise(noise, seed) if inpaint_random else noise
+        # and so is the masked re-noise of a rule that evaluates at the plan's sigmas only (a prepared one): the
+        # start x itself (a start that overflowed is not finite and is refused before any evaluation)
+        same = held and plan.prepared is not None and not inpaint_random
+        model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep,
+                                renoised_latent=x if same else None)
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.

@@ -35,17 +35,20 @@ def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-                    model_sampling=None, keep=None):
+                    model_sampling=None, keep=None, renoised_latent=None):
     """Wrap ``denoise(x, sigma)`` so only the area where ``mask`` (latent-shaped) is 1 is denoised.
 
     The kept area is re-noised by the model sampling's ``noise_scaling(sigma, noise, latent)``
     (EPS: ``latent + sigma * noise``; flow: ``sigma * noise + (1 - sigma) * latent``); None: EPS.
-    ``keep``: ``1.0 - mask`` when the caller has it (`LatentMask`).
+    ``keep``: ``1.0 - mask`` when the caller has it (`LatentMask`). ``renoised_latent``: that re-noised
+    latent when it is the same at every sigma, made once by the caller (EPS/V without noise: ``noise + latent``).
     """
     keep = 1.0 - mask if keep is None else keep
     plain = denoise.denoise if type(denoise) is GuidedDenoiser else denoise  # what its __call__ calls
 
     def model_input(x, sigma):
+        if renoised_latent is not None:
+            return x * mask + renoised_latent * keep
         if model_sampling is None:
             renoised = latent_image + noise * _per_item(sigma, noise)
         else:

@@ -1,0 +1,138 @@
+"""A faithful run's context: what a run derives once from its parameters, and its per-run caches.
+
+`RunContext` holds the run's denoisers (`Part`), grown masks, noises and schedules, and caches what
+every call of the run would otherwise make again (call plans, masks at latent resolution, their
+complements, zero noise, the model's per-call sigma batches). Built by `faithful.build_context`; read
+by `faithful.execute`. A call plan depends only on the model and the schedule, so a session hands
+the context a dict (``plan_cache``) that keeps plans from one run to the next (a reset, a fork).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .node_params import FAITHFUL, Quirks, SamplerConfig
+from .program import Op
+from .sampling import masks as mask_ops
+from .sampling.call import checked_plan
+from .sampling.inpaint import LatentMask, latent_mask
+from .sampling.latent_formats import LatentFormat
+from .sampling.model_sampling import is_const
+from .sampling.schedules import sampler_sigmas
+
+__all__ = ["Part", "RunContext"]
+
+PLAN_CACHE_LIMIT = 4096  # plans a shared ``plan_cache`` keeps before it starts over
+
+
+@dataclass
+class Part:
+    config: SamplerConfig
+    denoise: Callable
+
+
+@dataclass
+class RunContext:
+    """What a run derives once from the parameters: masks, noise, denoisers (reference: per run)."""
+
+    model: object
+    parts: list  # Part for the base, then each region
+    region_masks: list  # grown masks at mask resolution (the call's noise_mask), index 0 unused
+    inv: Optional[torch.Tensor]  # base area at mask resolution
+    noises: dict  # "initial" / "second" -> noise tensor (VAE space)
+    batch_index: Optional[list]
+    additional_mode: str
+    additional_sampler: str
+    additional_sigma_ratio: float
+    restore_latent: bool = True
+    quirks: Quirks = FAITHFUL
+    latent_scale: float = 1.0
+    schedules: dict = field(default_factory=dict)
+    latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
+    latent_format: Optional[LatentFormat] = None  # VAE <-> model space (None: the identity)
+    plan_cache: Optional[dict] = None  # call plans kept across runs (a session's; None: this run's only)
+
+    def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        key = (sampler, scheduler, steps)
+        if key not in self.schedules:
+            self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
+        return self.schedules[key]
+
+    def sigma_max(self) -> float:
+        """The model's largest sigma, as `sampler_call` reads it (a float), once per run."""
+        if "_sigma_max" not in self.__dict__:
+            self.__dict__["_sigma_max"] = float(self.model.sigmas[-1])
+        return self.__dict__["_sigma_max"]
+
+    def plan(self, sampler: str, scheduler: str, steps: int, op: Op, ratio: float):
+        """The `sampling.call.checked_plan` of a call of ``op`` (its sigmas sliced and checked), once per run."""
+        cache = self.__dict__.setdefault("_plans", {})
+        key = (sampler, scheduler, steps, op.start, op.end, op.leftover, ratio)
+        plan = cache.get(key)
+        if plan is None:
+            plan = cache[key] = self._shared_plan(key)
+            if plan.sigmas is not None:
+                self.__dict__.setdefault("_bounds", {})[id(plan.sigmas)] = (plan.first_value, plan.last_value)
+        return plan
+
+    def _shared_plan(self, key: tuple):
+        """The plan of ``key`` from ``plan_cache`` (made by an earlier run with this model), else made now.
+        A plan is immutable and depends only on the model and ``key``: the same bits either way."""
+        shared = self.plan_cache
+        hit = None if shared is None else shared.get((id(self.model),) + key)
+        if hit is not None and hit[0] is self.model:
+            return hit[1]
+        sampler, scheduler, steps, start, end, leftover, ratio = key
+        plan = checked_plan(self.schedule(sampler, scheduler, steps), start, end, leftover, ratio, sampler=sampler,
+                            const=is_const(self.model))
+        if shared is not None:
+            if len(shared) >= PLAN_CACHE_LIMIT:
+                shared.clear()
+            shared[(id(self.model),) + key] = (self.model, plan)  # the model kept alive: its id stays its own
+        return plan
+
+    def bounds(self, sigmas: torch.Tensor) -> tuple:
+        """``(float(sigmas[0]), float(sigmas[-1]))`` of a call's sigmas, read from its plan when it has one."""
+        known = self.__dict__.get("_bounds", {}).get(id(sigmas))
+        return known if known is not None else (float(sigmas[0]), float(sigmas[-1]))
+
+    def zeros(self, like: torch.Tensor) -> torch.Tensor:
+        """``torch.zeros_like(like)`` (a call's noise when it adds none), once per run; never written to."""
+        cache = self.__dict__.setdefault("_zeros", {})
+        key = (tuple(like.shape), like.dtype, like.device)
+        if key not in cache:
+            cache[key] = torch.zeros_like(like)
+        return cache[key]
+
+    def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_" + kind, {})
+        key = (id(mask),) + key
+        if key not in cache:
+            cache[key] = (mask, make())  # the mask kept alive: its id stays its own
+        return cache[key][1]
+
+    def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
+        """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
+        if mask is None:
+            return torch.ones(h, w)
+        return self._cached("resized", mask, (h, w), lambda: mask_ops.resize(mask, h, w))
+
+    def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
+        """``1 - at_latent(mask, h, w)``, once per run."""
+        if mask is None:
+            return 1 - self.at_latent(mask, h, w)
+        return self._cached("outside", mask, (h, w), lambda: 1 - self.at_latent(mask, h, w))
+
+    def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
+        """A call's ``noise_mask`` as `sampler_call` prepares it for a latent like ``like``, once per run."""
+        return self._cached("call_masks", mask, (tuple(like.shape), like.dtype, like.device),
+                            lambda: latent_mask(mask, like))
+
+    def mask_for(self, op: Op) -> Optional[torch.Tensor]:
+        if op.mask == "inv":
+            return self.inv
+        if op.mask == "region":
+            return self.region_masks[op.region]
+        return None
