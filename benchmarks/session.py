@@ -4,8 +4,8 @@
 
 Prints, for 1 and 3 regions, the median wall time of a 20-step RegionalSamplerAdvanced run, the
 median time of the same model calls replayed back to back (recorded inputs, no sampler, no
-session), their ratio (session overhead incl. sampler math, masks and history), and the
-history's memory per regional step.
+session), the median ratio of the two timed in alternation, pair by pair (session overhead incl.
+sampler math, masks and history), and the history's memory per regional step.
 
 A second table splits one run by layer, measured inside the same runs in this thread's CPU time
 (so it is far less sensitive to the machine's load than the wall-time ratio): the model calls
@@ -41,13 +41,19 @@ def scene(model, n_regions):
     return rw.RegionalSamplerSession(model, rw.empty_latent(model, 64, 64), base=base, regions=regions, steps=20)
 
 
-def median_time(fn, repeats=5):
-    times = []
+def paired_times(fn, baseline, repeats=5):
+    """Median times of ``fn`` and ``baseline`` timed in alternation (one warm-up each), and the median
+    of the ratios of each pair: a drift in the machine's load hits both sides of a pair alike."""
+    fn(), baseline()
+    pairs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        t1 = time.perf_counter()
+        baseline()
+        pairs.append((t1 - t0, time.perf_counter() - t1))
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
 
 
 class _Clock:
@@ -120,11 +126,10 @@ def main():
             for x, sigma, cond in calls:
                 model(x, sigma, cond)
 
-        t_session = median_time(session_run, args.repeats)
-        t_plain = median_time(plain, args.repeats)
+        t_session, t_plain, ratio = paired_times(session_run, plain, args.repeats)
         per_step = session.history.nbytes / session.num_steps
         overhead_ms = 1e3 * (t_session - t_plain) / len(session.ops)
-        print(f"{n:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {t_session / t_plain:>6.2f} "
+        print(f"{n:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {ratio:>6.2f} "
               f"{overhead_ms:>15.2f} ms {per_step / 1024:>9.0f} KiB")
     print("\nper sub-step, CPU ms (inside the same runs):")
     print(f"{'regions':>7} {'sub-steps':>9} {'model':>7} {'engine':>7} {'session':>8} {'run/model':>10}")
