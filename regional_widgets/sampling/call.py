@@ -25,8 +25,7 @@ from .model_sampling import as_model_sampling
 from .inpaint import LatentMask, latent_mask as prepare_mask, masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
-from .samplers.core import (GuidedDenoiser, Prepared, begin as begin_sampler, check_sigmas, denoise_with_uncond,
-                            final_sigma)
+from .samplers.core import GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma
 from .schedules import slice_steps
 
 
@@ -73,7 +72,7 @@ def checked_plan(total_sigmas: torch.Tensor, start: int, end: int, leftover: boo
         check_flow_sigmas(plan.sigmas, f"{sampler} call")
     check_sigmas(plan.sigmas)
     spec = get_sampler(sampler)
-    prepared = Prepared(spec.prepare(plan.sigmas)) if spec.prepare is not None and not spec.const_offset else None
+    prepared = spec.prepare(plan.sigmas) if spec.prepare is not None and not spec.const_offset else None
     first = plan.sigmas[0]
     return CallPlan(plan.sigmas, plan.brownian_bounds, True, prepared, first, float(first), float(plan.sigmas[-1]))
 

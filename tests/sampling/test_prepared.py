@@ -41,32 +41,6 @@ def test_call_with_a_checked_plan_is_bitwise_a_plain_call(name, start, end):
     assert plain.model_calls == fast.model_calls
 
 
-@pytest.mark.parametrize("name", ["euler", "dpmpp_2m"])
-def test_a_checked_plans_sigma_batches_are_made_once_and_are_call_models_bits(name):
-    plan = checked_plan(SIGMAS, 0, 5, True, sampler=name, const=False)
-    seen = []
-
-    def denoise(x, sigma):
-        seen.append(sigma)
-        return toy_denoise(x, sigma)
-
-    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * SIGMAS[0]
-    runs = []
-    for _ in range(2):
-        state = begin(get_sampler(name), x, plan.sigmas, prepared=plan.prepared)
-        while not state.done:
-            state = step(denoise, state)
-        runs.append(state.x)
-    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], sample(toy_denoise, x, SIGMAS, name))
-    first, second = seen[:5], seen[5:]
-    assert all(a is b for a, b in zip(first, second))  # the second run reuses the first run's batches
-    assert all(torch.equal(s, plan.sigmas[i] * x.new_ones([2])) for i, s in enumerate(first))
-    half = x[:1].double()  # another batch size and dtype: batches of their own
-    state = begin(get_sampler(name), half, plan.sigmas, prepared=plan.prepared)
-    state = step(denoise, state)
-    assert seen[-1].dtype == torch.float64 and seen[-1].shape == (1,)
-
-
 @pytest.mark.parametrize("name", ["euler", "dpmpp_2m", "euler_ancestral"])
 @pytest.mark.parametrize("parametrisation", ["eps", "v"])
 @pytest.mark.parametrize("sigma_max", [14.6, 20.0])  # from pure noise (its own start scale), and not

@@ -5,7 +5,7 @@ import math
 
 from scipy import integrate
 
-from .core import StepOut, ancestral_step, call_model, call_model_at, register, rf_ancestral_step, to_d
+from .core import StepOut, ancestral_step, call_model, register, rf_ancestral_step, to_d
 
 
 def _euler_prepare(sigmas):
@@ -22,7 +22,7 @@ def euler(model, x, sigmas, i, memory, noise):
         dt = None
     else:
         sigma, sigma_next, dt = prepared[i]
-    denoised = call_model(model, x, sigma) if prepared is None else call_model_at(model, x, prepared, i)
+    denoised = call_model(model, x, sigma)
     d = to_d(x, sigma, denoised)
     return StepOut(x + d * (sigma_next - sigma if dt is None else dt), denoised, memory, sigma, sigma_next)
 

@@ -194,31 +194,6 @@ def call_model(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return model(x, sigma * x.new_ones([x.shape[0]]))
 
 
-class Prepared(tuple):
-    """``spec.prepare(sigmas)``'s per-step scalars (a tuple: step i's are ``prepared[i]``, its sigma first),
-    with the sigma batches `call_model` makes from them (``sigma * x.new_ones([B])``), each made once per
-    batch size, dtype and device (`call_model_at`). For a caller that runs these sigmas again and again."""
-
-    def __new__(cls, steps):
-        self = super().__new__(cls, steps)
-        self.batches = {}
-        return self
-
-
-def call_model_at(model, x: torch.Tensor, prepared, i: int) -> torch.Tensor:
-    """`call_model` at step ``i``'s sigma of ``prepared`` (its first scalar): the sigma batch is made once
-    when ``prepared`` is a `Prepared` (the same op on the same values: the same bits)."""
-    sigma = prepared[i][0]
-    batches = getattr(prepared, "batches", None)
-    if batches is None:
-        return call_model(model, x, sigma)
-    key = (i, x.shape[0], x.dtype, x.device)
-    s_in = batches.get(key)
-    if s_in is None:
-        s_in = batches[key] = sigma * x.new_ones([x.shape[0]])
-    return model(x, s_in)
-
-
 def call_model_uncond(model, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     """`call_model` for CFG++ samplers: ``(D, U)``, the guided and the unconditional prediction."""
     return denoise_with_uncond(model, x, sigma * x.new_ones([x.shape[0]]))

@@ -4,7 +4,7 @@ The SDE variants (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde and their kin) are in `s
 """
 from __future__ import annotations
 
-from .core import StepOut, ancestral_step, call_model, call_model_at, register, rf_ancestral_step, to_d
+from .core import StepOut, ancestral_step, call_model, register, rf_ancestral_step, to_d
 
 
 def sigma_fn(t):
@@ -91,7 +91,7 @@ def dpmpp_2m(model, x, sigmas, i, memory, noise):
         t, h, a, b = _dpmpp_2m_scalars(sigma, sigma_next)
     else:
         sigma, sigma_next, t, h, a, b = prepared[i]
-    denoised = call_model(model, x, sigma) if prepared is None else call_model_at(model, x, prepared, i)
+    denoised = call_model(model, x, sigma)
     old_denoised = memory.get("old_denoised")
     if old_denoised is None or sigma_next == 0:
         denoised_d = denoised
