@@ -1,8 +1,9 @@
 """Deprecated alias of 0.1.0's `regional_widgets.regional`: its names now live in the engines' modules.
 
-`node_params` (SamplerConfig, Quirks, the frozen parameters), `program` (the nodes' sub-steps) and
-`faithful` (the reference's engine). ``from regional_widgets.regional import Quirks`` still works,
-with a `DeprecationWarning` naming the new home; the alias will be removed in 0.3.
+`node_params` (SamplerConfig, Quirks, the frozen parameters), `program` (the nodes' sub-steps),
+`run_context` (what a run derives once) and `faithful` (the reference's engine).
+``from regional_widgets.regional import Quirks`` still works, with a `DeprecationWarning` naming the
+new home; the alias will be removed in 0.3.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ _HOMES = {
     "node_params": ("SamplerConfig", "Quirks", "FAITHFUL", "ADVANCED", "RegionParams", "NodeParams",
                     "schedule_steps"),
     "program": ("Op", "OpKind", "plan_advanced", "plan_regional", "second_seed", "group_starts"),
-    "faithful": ("Part", "RunContext", "RunState", "make_noise", "build_context", "initial_state", "execute",
+    "run_context": ("Part", "RunContext"),
+    "faithful": ("RunState", "make_noise", "build_context", "initial_state", "execute",
                  "FaithfulEngine", "FAITHFUL_ENGINE"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
