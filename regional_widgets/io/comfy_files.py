@@ -17,7 +17,7 @@ from . import comfy, comfy_png, comfy_ui
 from .comfy import build_workflow, png_is_ours, write_files
 from .comfy_import import load_masks, parse_workflow, read_file
 from .comfy_nodes import (MAX_WORKFLOW_BYTES, SAMPLER_NODES, SCHEMAS, ComfyWorkflowError, check_graph, id_order,
-                          inputs_of, is_link)
+                          inputs_of, is_link, links_of)
 from .paths import FileSafetyError, parse_json, read_bytes
 
 FORMATS = ("api", "ui")
@@ -130,13 +130,7 @@ def _prune(graph, top, titles) -> tuple:
         node = graph[node_id]
         inputs = dict(node["inputs"])
         wanted = inputs_of(node)
-        for name, value in node["inputs"].items():
-            if not is_link(value):
-                continue
-            source = str(value[0])
-            if source not in graph:
-                raise ComfyWorkflowError(f"node {node_id} ({node['class_type']}) input {name}: links to node "
-                                         f"{source}, which is not in the workflow")
+        for name, value, source in links_of(graph, node_id):
             if graph[source]["class_type"] not in SCHEMAS:
                 kind = wanted.get(name)
                 through = _pass_over(graph, source, kind, set()) if isinstance(kind, str) else None

@@ -144,18 +144,26 @@ def is_link(value) -> bool:
             and is_int(value[1]))
 
 
+def links_of(graph, node_id):
+    """``(input name, link, source node id)`` of each linked input of a node; a link to a node that is
+    not in the graph raises, naming the node and the input."""
+    node = graph[node_id]
+    for name, value in node["inputs"].items():
+        if not is_link(value):
+            continue
+        source = str(value[0])
+        if source not in graph:
+            raise ComfyWorkflowError(f"node {node_id} ({node['class_type']}) input {name}: links to node "
+                                     f"{source}, which is not in the workflow")
+        yield name, value, source
+
+
 def upstream_nodes(graph, top) -> list:
     """Every node the regional sampler depends on; unknown ones raise, listed together."""
     seen, queue, unknown = {top}, [top], []
     while queue:
         node_id = queue.pop()
-        for name, value in graph[node_id]["inputs"].items():
-            if not is_link(value):
-                continue
-            source = str(value[0])
-            if source not in graph:
-                raise ComfyWorkflowError(f"node {node_id} ({graph[node_id]['class_type']}) input {name}: links to "
-                                         f"node {source}, which is not in the workflow")
+        for _, _, source in links_of(graph, node_id):
             if source in seen:
                 continue
             seen.add(source)
