@@ -102,7 +102,7 @@ def polygon_pixels(shape, points) -> tuple:
     return box, inside
 
 
-def _runs(candidates):
+def horizontal_runs(candidates):
     """Horizontal runs of True: (rows, starts, ends), sorted by row then start; ends exclusive."""
     h, w = candidates.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
@@ -138,8 +138,8 @@ def outline_segments(inside) -> np.ndarray:
     padded = np.pad(inside, 1)
     horizontal = padded[:-1, 1:-1] != padded[1:, 1:-1]  # (H+1, W): edge along y = i
     vertical = padded[1:-1, :-1] != padded[1:-1, 1:]  # (H, W+1): edge along x = j
-    rows, starts, ends = _runs(horizontal)
+    rows, starts, ends = horizontal_runs(horizontal)
     h_segs = np.stack([np.stack([starts, rows], 1), np.stack([ends, rows], 1)], 1)
-    cols, starts, ends = _runs(vertical.T)
+    cols, starts, ends = horizontal_runs(vertical.T)
     v_segs = np.stack([np.stack([cols, starts], 1), np.stack([cols, ends], 1)], 1)
     return np.concatenate([h_segs, v_segs]).astype(np.float64)

@@ -3,17 +3,7 @@ run-by-run search it replaced, kept here as the oracle."""
 import numpy as np
 import pytest
 
-from regional_widgets.widgets.pixels import connected_component
-
-
-def _runs(candidates):
-    h, w = candidates.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = candidates
-    d = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)
-    return rows, starts, ends
+from regional_widgets.widgets.pixels import connected_component, horizontal_runs as _runs
 
 
 def runs_component(candidates, i, j):
