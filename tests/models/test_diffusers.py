@@ -31,6 +31,8 @@ from regional_widgets.sampling.samplers import sample  # noqa: E402
 from regional_widgets.sampling.schedules import (ModelSampling, calculate_sigmas, sampler_sigmas,  # noqa: E402
                                                  sd15_sigmas)
 
+from .tiny_families import first_call_session  # noqa: E402
+
 SD15_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1}
 PARITY = {}  # sampler -> (max |ours - diffusers|, max |diffusers|), printed after the module
@@ -137,11 +139,7 @@ def test_first_call_sees_scaled_latent_plus_noise_in_model_space(model, start_at
             return super().__call__(x, sigma, cond)
 
     spy = Spy(model.unet, model.vae, model.text_encoder, model.tokenizer, SD15_SCHEDULER)
-    mask = np.zeros((64, 64), np.float32)
-    mask[:, :32] = 1
-    regions = [rw.Region(mask, rw.SamplerConfig(cfg=1.0))] if with_region else []
-    session = rw.RegionalSamplerSession(spy, latent, base=rw.SamplerConfig(cfg=1.0, positive="sky"),
-                                        regions=regions, steps=5, noise_seed=7, start_at_step=start_at_step)
+    session = first_call_session(spy, latent, with_region, start_at_step)
     session.substep()
     sigmas = sampler_sigmas(model.sigmas, "euler", "normal", 5)
     sigma0 = sigmas[start_at_step]

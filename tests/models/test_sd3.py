@@ -27,7 +27,7 @@ from regional_widgets.sampling.model_sampling import ModelSamplingDiscreteFlow  
 from regional_widgets.sampling.samplers import sample  # noqa: E402
 from regional_widgets.sampling.schedules import calculate_sigmas  # noqa: E402
 
-from .tiny_families import TransformerCalls, relative_error  # noqa: E402
+from .tiny_families import TransformerCalls, first_call_session, relative_error  # noqa: E402
 
 FIXTURES = json.loads((Path(__file__).parents[1] / "data" / "family_fixtures.json").read_text())
 
@@ -221,11 +221,7 @@ def test_the_session_adds_flow_noise_in_the_sd3_latent_space(pipe, start_at_step
     spy = Spy(**{k: v for k, v in pipe.components.items() if k in FAMILY_COMPONENTS["sd3"]},
               scheduler_config=pipe.scheduler.config)
     latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
-    mask = np.zeros((64, 64), np.float32)
-    mask[:, :32] = 1
-    regions = [rw.Region(mask, rw.SamplerConfig(cfg=1.0))] if with_region else []
-    session = rw.RegionalSamplerSession(spy, latent, base=rw.SamplerConfig(cfg=1.0, positive="sky"),
-                                        regions=regions, steps=5, noise_seed=7, start_at_step=start_at_step)
+    session = first_call_session(spy, latent, with_region, start_at_step)
     session.substep()
     sigma0 = sampler_sigmas(spy, "euler", "normal", 5)[start_at_step]
     model_space = (latent - 0.0609) * 1.5305

@@ -144,3 +144,17 @@ class TransformerCalls:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+def first_call_session(model, latent, with_region: bool, start_at_step: int):
+    """The first-call scene the families' noise-scaling tests share: base "sky" at cfg 1 and, with
+    ``with_region``, one region on the left half of a 64x64 image; 5 steps, noise seed 7."""
+    import numpy as np
+
+    import regional_widgets as rw
+
+    mask = np.zeros((64, 64), np.float32)
+    mask[:, :32] = 1
+    regions = [rw.Region(mask, rw.SamplerConfig(cfg=1.0))] if with_region else []
+    return rw.RegionalSamplerSession(model, latent, base=rw.SamplerConfig(cfg=1.0, positive="sky"),
+                                     regions=regions, steps=5, noise_seed=7, start_at_step=start_at_step)
