@@ -23,17 +23,16 @@ class MaskInput:
         mc.on_client_ready(self.redraw)
 
     def _on_down(self, x, y):
-        self._cursor = (x / self.scale, y / self.scale)
-        with self._held():
-            box = self.painter.on_down(*self._cursor)
-            if box is not None:
-                self._draw_overlay(box)
-            self._draw_cursor()
+        self._stroke(self.painter.on_down, x, y)
 
     def _on_move(self, x, y):
+        self._stroke(self.painter.on_move, x, y)
+
+    def _stroke(self, handler, x, y):
+        """A press or a move: the painter's handler at image coordinates, the overlay it changed, the cursor."""
         self._cursor = (x / self.scale, y / self.scale)
         with self._held():
-            box = self.painter.on_move(*self._cursor)
+            box = handler(*self._cursor)
             if box is not None:
                 self._draw_overlay(box)
             self._draw_cursor()
