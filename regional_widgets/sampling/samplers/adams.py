@@ -5,8 +5,6 @@ with the current one; the first step of a slice has no history, so a 1-step slic
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .core import StepOut, call_model, register, to_d

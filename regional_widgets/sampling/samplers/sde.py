@@ -12,8 +12,6 @@ becomes about ``1 - s``, and on a first sigma >= 1 (``const_offset``, see `core.
 """
 from __future__ import annotations
 
-import torch
-
 from .core import StepOut, ancestral_step, call_model, register
 from .dpmpp import sigma_fn as sig, t_fn as lam  # the EPS half-log-SNR -log(sigma) and its inverse
 
