@@ -53,6 +53,7 @@ class RunContext:
     latent_masks: Optional[list] = None  # base and region masks at latent resolution (for display)
     latent_format: Optional[LatentFormat] = None  # VAE <-> model space (None: the identity)
     plan_cache: Optional[dict] = None  # call plans kept across runs (a session's; None: this run's only)
+    caches: dict = field(default_factory=dict, repr=False)  # what this run derives once, by kind (below)
 
     def schedule(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
         key = (sampler, scheduler, steps)
@@ -62,19 +63,19 @@ class RunContext:
 
     def sigma_max(self) -> float:
         """The model's largest sigma, as `sampler_call` reads it (a float), once per run."""
-        if "_sigma_max" not in self.__dict__:
-            self.__dict__["_sigma_max"] = float(self.model.sigmas[-1])
-        return self.__dict__["_sigma_max"]
+        if "sigma_max" not in self.caches:
+            self.caches["sigma_max"] = float(self.model.sigmas[-1])
+        return self.caches["sigma_max"]
 
     def plan(self, sampler: str, scheduler: str, steps: int, op: Op, ratio: float):
         """The `sampling.call.checked_plan` of a call of ``op`` (its sigmas sliced and checked), once per run."""
-        cache = self.__dict__.setdefault("_plans", {})
+        cache = self.caches.setdefault("plans", {})
         key = (sampler, scheduler, steps, op.start, op.end, op.leftover, ratio)
         plan = cache.get(key)
         if plan is None:
             plan = cache[key] = self._shared_plan(key)
             if plan.sigmas is not None:
-                self.__dict__.setdefault("_bounds", {})[id(plan.sigmas)] = (plan.first_value, plan.last_value)
+                self.caches.setdefault("bounds", {})[id(plan.sigmas)] = (plan.first_value, plan.last_value)
         return plan
 
     def _shared_plan(self, key: tuple):
@@ -95,19 +96,19 @@ class RunContext:
 
     def bounds(self, sigmas: torch.Tensor) -> tuple:
         """``(float(sigmas[0]), float(sigmas[-1]))`` of a call's sigmas, read from its plan when it has one."""
-        known = self.__dict__.get("_bounds", {}).get(id(sigmas))
+        known = self.caches.get("bounds", {}).get(id(sigmas))
         return known if known is not None else (float(sigmas[0]), float(sigmas[-1]))
 
     def zeros(self, like: torch.Tensor) -> torch.Tensor:
         """``torch.zeros_like(like)`` (a call's noise when it adds none), once per run; never written to."""
-        cache = self.__dict__.setdefault("_zeros", {})
+        cache = self.caches.setdefault("zeros", {})
         key = (tuple(like.shape), like.dtype, like.device)
         if key not in cache:
             cache[key] = torch.zeros_like(like)
         return cache[key]
 
     def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_" + kind, {})
+        cache = self.caches.setdefault(kind, {})
         key = (id(mask),) + key
         if key not in cache:
             cache[key] = (mask, make())  # the mask kept alive: its id stays its own

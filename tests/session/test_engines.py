@@ -94,11 +94,11 @@ def test_the_old_regional_module_is_a_deprecated_alias(name, home):
 def test_a_sessions_call_plans_are_kept_across_runs_and_change_no_bit():
     s = make("faithful")
     first = s.run().clone()
-    plans = dict(s.context.__dict__["_plans"])
+    plans = dict(s.context.caches["plans"])
     s.reset()
     again = s.run().clone()
     assert torch.equal(first, again) and torch.equal(first, make("faithful").run())
-    kept = s.context.__dict__["_plans"]
+    kept = s.context.caches["plans"]
     assert kept.keys() == plans.keys() and all(kept[k] is plans[k] for k in plans)  # made by the first run
     s.steps = 4  # another schedule: plans of its own, the same bits as a new session's
     fresh = make("faithful")
@@ -110,6 +110,6 @@ def test_a_sessions_call_plans_are_kept_across_runs_and_change_no_bit():
 def engine_alone_plans_are_new(s):
     """An engine's context made without the session's cache makes its own plans (equal, not the same)."""
     ctx = s.engine.context(s.node_params())
-    mine, sessions = ctx.__dict__["_plans"], s.context.__dict__["_plans"]
+    mine, sessions = ctx.caches["plans"], s.context.caches["plans"]
     return mine.keys() == sessions.keys() and all(mine[k] is not sessions[k] for k in mine) and all(
         torch.equal(mine[k].sigmas, sessions[k].sigmas) for k in mine if mine[k].sigmas is not None)
