@@ -12,7 +12,7 @@ import torch
 from traitlets import All, HasTraits
 from traitlets.utils.bunch import Bunch
 
-__all__ = ["publish_traits"]
+__all__ = ["observed", "publish_traits"]
 
 _PLAIN = (int, float, str, bool, tuple)
 _MISSING = object()  # a trait never set: its class default is the old value
@@ -53,6 +53,13 @@ def publish_traits(owner: HasTraits, values: dict, forwarding: tuple = ()):
     for name, old, value, silent in changes:
         if silent is not True and (not direct or _observed(owner, name)):
             owner.notify_change(Bunch(name=name, old=old, new=value, owner=owner, type="change"))
+
+
+def observed(owner: HasTraits, names, forwarding: tuple = ()) -> bool:
+    """Whether publishing new values of ``names`` (`publish_traits`) could run anything: an observer of one
+    of them (or of all traits), an old-style ``_<name>_changed`` method, a ``notify_change`` that does more
+    than ``forwarding``, or notifications held."""
+    return not _notifies_directly(owner, forwarding) or any(_observed(owner, name) for name in names)
 
 
 def _notifies_directly(owner, forwarding: tuple) -> bool:

@@ -27,14 +27,14 @@ from .node_params import FAITHFUL, NodeParams, Quirks, RegionParams, SamplerConf
 from .params import (MAX_STEPS, Choice, Flag, InstanceOf, ListOf, ParameterError, Seed, StrictFloat, StrictInt,
                      Value, check_choice, check_index_list, check_int)
 from .persistence import SessionFiles
-from .publish import publish_traits
+from .publish import observed, publish_traits
 from .regions import Region
 from .sampling import masks as mask_ops
 from .sampling import recovery
 from .sampling.noise import SEED_2ND_MODES
 from .session_changes import FORKING, STRUCTURAL, SessionChanges
 from .session_checks import SessionChecks
-from .stepper import ENGINES, Stepper
+from .stepper import ENGINES, SHOWN, Stepper
 from .timeline import History, Timeline
 
 NODES = ("RegionalSamplerAdvanced", "RegionalSampler")
@@ -183,20 +183,30 @@ class RegionalSamplerSession(SessionFiles, SessionChanges, SessionChecks):
         return self._atomic(advance)
 
     def run(self, progress: bool = False):
-        """Run to the end and return the node's output latent (also ``self.result``)."""
+        """Run to the end and return the node's output latent (also ``self.result``). Atomic as a whole: if
+        a call or an observer raises (an interrupt too), the session is as it was before the run.
+
+        Each sub-step's values are published as it ends when anything observes them (a widget does);
+        with no observer, nothing can see them before the run ends, and they are published once then."""
         def advance():
-            bar = None
+            run, bar = self._run, None
             if progress:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=len(self._run.ops), initial=self._run.state.cursor, desc=self.node)
+                bar = tqdm(total=len(run.ops), initial=run.state.cursor, desc=self.node)
             try:
-                while not self.done:
-                    self.substep()
+                while run.state.cursor < len(run.ops):
+                    run.advance(self.history_limit, defer=True)
+                    if observed(self, SHOWN, forwarding=(RegionalSamplerSession.notify_change,)):
+                        self._publish(run.state)
                     if bar is not None:
                         bar.update(1)
+                run.pack_deferred()
             finally:
                 if bar is not None:
                     bar.close()
+            self._publish(run.state)
+            return self.result
+        if self.done:
             return self.result
         return self._atomic(advance)
 

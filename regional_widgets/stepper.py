@@ -23,9 +23,11 @@ from .models.base import PromptCache
 from .node_params import NodeParams
 from .timeline import History, Timeline
 
-__all__ = ["ENGINES", "Stepper"]
+__all__ = ["ENGINES", "SHOWN", "Stepper"]
 
 ENGINES = {"faithful": FAITHFUL_ENGINE, "coherent": COHERENT_ENGINE}
+SHOWN = ("step_index", "phase", "sigma", "sigma_next", "latent", "denoised", "masks", "status", "progress", "done",
+         "result", "sigma_map", "times_map")  # the names `Stepper.values` gives values of
 
 
 class Stepper:
@@ -96,13 +98,18 @@ class Stepper:
         self.ctx = None
         self.timeline.fork(self.state.cursor)
 
-    def advance(self, history_limit: int):
-        """One sub-step from the current state (a kept next state is reused), recorded."""
+    def advance(self, history_limit: int, defer: bool = False):
+        """One sub-step from the current state (a kept next state is reused), recorded. ``defer``: a run of
+        many sub-steps, which calls `pack_deferred` at its end (`timeline.Timeline.record`)."""
         state = self.timeline.after(self.state)
         if state is None:
             state = self.execute(self.state)
-        self.timeline.record(state, history_limit, self.starts)
+        self.timeline.record(state, history_limit, self.starts, defer)
         self.state = state
+
+    def pack_deferred(self):
+        """Pack the states a run of ``advance(..., defer=True)`` left live (the last two stay live)."""
+        self.timeline.pack_deferred()
 
     def move_to(self, target: int, history_limit: int):
         """The state after ``target`` sub-steps becomes the current one (replayed from the nearest
@@ -116,7 +123,8 @@ class Stepper:
             state = timeline.entry(-1) if timeline.entries[-1] is not None else state
             while state.cursor < target:
                 state = self.execute(state)
-                timeline.record(state, history_limit, self.starts)
+                timeline.record(state, history_limit, self.starts, defer=True)
+            timeline.pack_deferred()
         self.state = state
 
     def restore_at(self, state):

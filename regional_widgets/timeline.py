@@ -8,25 +8,18 @@ executor the session passes in. Nothing here knows about traits or parameters.
 """
 from __future__ import annotations
 
-import copy
-import copyreg
 import weakref
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
-from .arena import Arena, Slot
+from .arena import Arena
+from .state_tree import (Packed, _map_tensors, _Parts, _parts_of, _leaf_nbytes, _leaves_of, _twin, _unpack,
+                         history_nbytes, nbytes)
 
 __all__ = ["History", "Packed", "Timeline"]
 
-
-class Packed:
-    """A history entry whose tensors live in arena slots (`Slot`); `Timeline.entry` copies them out."""
-
-    __slots__ = ("tree",)
-
-    def __init__(self, tree):
-        self.tree = tree
+DEFER_BYTES = 4 * 2**20  # live states a deferred run holds before packing them (`Timeline.record`)
 
 
 class Timeline:
@@ -39,6 +32,9 @@ class Timeline:
         self._pack_memo: dict = {}
         self._last_ids: tuple = (None, set())  # (the entry recorded last, ids of its tensors)
         self._recent: list = []  # `_Parts` of the last three states recorded (the next to pack among them)
+        self._deferred_from = None  # lowest index a live state older than the last two may be at (`record(defer=True)`)
+        self._deferred: dict = {}  # id(state) -> its `_Parts`, for the states recorded with defer=True
+        self._deferred_bytes = 0  # bytes those states added
         self.entries: list = []
         self.nbytes = 0
         self.sealed = 0
@@ -54,6 +50,7 @@ class Timeline:
         self.nbytes = history_nbytes(self.entries)
         self.sealed = 0
         self._last_ids, self._recent = (None, set()), []
+        self._deferred_from, self._deferred, self._deferred_bytes = None, {}, 0
 
     def fork(self, cursor: int):
         """Settings changed at ``cursor``: keep the states up to it, forget those computed after it."""
@@ -78,6 +75,9 @@ class Timeline:
         entries, self.nbytes, self.sealed = saved
         self.entries = list(entries)
         self._last_ids = (None, set())  # (`_recent` stays: it finds its states by identity)
+        # undoing a part of a deferred run may bring back live states older than the last two
+        live = (k for k, e in enumerate(self.entries[:-2]) if e is not None and type(e) is not Packed)
+        self._deferred_from, self._deferred, self._deferred_bytes = next(live, None), {}, 0
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -103,8 +103,12 @@ class Timeline:
 
     # ---- recording -----------------------------------------------------------------------------
 
-    def record(self, state, limit: int, starts: list):
-        """Append ``state`` (dropping the entries from its cursor on), then pack and evict to ``limit`` bytes."""
+    def record(self, state, limit: int, starts: list, defer: bool = False):
+        """Append ``state`` (dropping the entries from its cursor on), then pack and evict to ``limit`` bytes.
+
+        ``defer``: the states older than the last two stay live for now, to be packed in one pass by
+        `pack_deferred` (a run calls it at its end; it runs by itself once `DEFER_BYTES` wait, or over
+        ``limit``): packing many states at once, its code stays in cache, so a run records faster."""
         entries = self.entries
         if len(entries) > state.cursor:
             del entries[state.cursor:]
@@ -121,6 +125,9 @@ class Timeline:
         self.nbytes += added
         entries.append(state)
         self._last_ids = (state, ids)  # the next record's `shared`, without a second walk
+        if defer:
+            self._record_deferred(parts, added, limit, starts)
+            return
         if self.nbytes <= limit:  # the last two states stay live (below), but are copied into the arena
             # now, while their tensors are fresh in cache, in the entries' order (see `_pack`)
             for old in entries[-3:-1]:
@@ -141,6 +148,34 @@ class Timeline:
         if self.nbytes > limit:
             self._evict(limit, starts)
             self.nbytes = history_nbytes(entries)
+
+    def _record_deferred(self, parts: "_Parts", added: int, limit: int, starts: list):
+        if self._deferred_from is None:
+            self._deferred_from = max(0, len(self.entries) - 3)  # the state that just left the last two
+        self._deferred[id(parts.state)] = parts
+        self._deferred_bytes += added
+        if self._deferred_bytes > DEFER_BYTES or self.nbytes > limit:
+            self.pack_deferred()
+        if self.nbytes > limit:
+            self._evict(limit, starts)
+            self.nbytes = history_nbytes(self.entries)
+
+    def pack_deferred(self):
+        """Pack the live states older than the last two that `record(defer=True)` left, in cursor order
+        (so a tensor a state shares with the one before it shares its slot), as `record` packs them."""
+        start, entries, walked = self._deferred_from, self.entries, self._deferred
+        if start is None:
+            return
+        for k in range(min(start, len(entries)), len(entries) - 2):
+            entry = entries[k]
+            if entry is None or type(entry) is Packed:
+                continue
+            parts = walked.get(id(entry))
+            if parts is None or parts.state is not entry:  # recorded before: its walk (and copy) may be at hand
+                parts = next((p for p in self._recent if p.state is entry), None) or _parts_of(entry)
+            entries[k] = parts.packed or self._pack(parts)
+        last = {id(e): walked[id(e)] for e in entries[-2:] if id(e) in walked and walked[id(e)].state is e}
+        self._deferred_from, self._deferred, self._deferred_bytes = None, last, 0
 
     def _walked(self, state) -> "_Parts":
         """``state`` walked (`_parts_of`): remembered from its record for the last three states."""
@@ -230,169 +265,3 @@ class History:
     def step_starts(self) -> list:
         """History index of the start of each regional step."""
         return [s for s in self._starts() if s < len(self)]
-
-
-class _Parts:
-    """One walk of a state: its fields that may hold tensors, in order (name, value, whether the value is
-    itself a tensor), or None for a state that is not a dataclass instance; every tensor it holds; and
-    its arena copy (`Packed`) once made."""
-
-    __slots__ = ("state", "fields", "leaves", "packed", "memo")
-
-    def __init__(self, state, fields, leaves):
-        self.state, self.fields, self.leaves, self.packed, self.memo = state, fields, leaves, None, None
-
-
-def _parts_of(state) -> _Parts:
-    names = _fields(state)
-    if not names:
-        return _Parts(state, None, _leaves_of(state))
-    fields, leaves = [], []
-    for name in names:
-        value = getattr(state, name)
-        kind = type(value)
-        if kind in _ATOMS:  # most fields (a state's None, ints, floats)
-            continue
-        if kind is torch.Tensor or isinstance(value, (torch.Tensor, Slot)):
-            fields.append((name, value, True))
-            leaves.append(value)
-        elif kind is tuple and all(type(v) in _ATOMS for v in value):  # a state's `passes`: no tensor in it
-            continue
-        else:
-            fields.append((name, value, False))
-            _collect(value, leaves)
-    return _Parts(state, fields, leaves)
-
-
-def _twin(value, changed: dict):
-    """A copy of the dataclass instance ``value`` (as `copy.copy`) with the fields ``changed`` replaced."""
-    cls = type(value)
-    plain = _PLAIN.get(cls)
-    if plain is None:
-        plain = _PLAIN[cls] = _copies_plainly(cls)
-    if plain:  # what copy.copy does for such a class, without its generic steps
-        twin = object.__new__(cls)
-        twin.__dict__.update(value.__dict__)
-        twin.__dict__.update(changed)
-        return twin
-    twin = copy.copy(value)
-    for name, new in changed.items():
-        object.__setattr__(twin, name, new)
-    return twin
-
-
-def _copies_plainly(cls) -> bool:
-    """Whether `copy.copy` of a ``cls`` instance is a new instance with the same ``__dict__`` (no slots, no
-    copy, reduce, state or construction hooks), its fields plain ``__dict__`` entries."""
-    same = all(getattr(cls, hook, None) is getattr(object, hook, None) for hook in
-               ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__", "__copy__", "__new__"))
-    slots = any("__slots__" in vars(c) for c in cls.__mro__[:-1]) or cls in copyreg.dispatch_table
-    return same and not slots and not any(hasattr(type(getattr(cls, n, None)), "__set__") for n in _FIELDS[cls])
-
-
-def _unpack(packed: Packed):
-    copies = {}
-
-    def load(leaf):
-        if isinstance(leaf, Slot):
-            if id(leaf) not in copies:
-                copies[id(leaf)] = leaf.read()
-            return copies[id(leaf)]
-        return leaf
-    return _map_tensors(packed.tree, load)
-
-
-def _map_tensors(value, fn):
-    """``value`` with every tensor (or arena `Slot`) replaced by ``fn(it)``: through dicts, lists,
-    tuples and dataclasses (copied, never changed; a sampler's noise_sampler is left as it is)."""
-    if isinstance(value, (torch.Tensor, Slot)):
-        return fn(value)
-    cls = type(value)
-    if cls in _ATOMS:
-        return value
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if cls is tuple:  # immutable: itself when nothing in it changes
-        items = tuple([_map_tensors(v, fn) for v in value])
-        for new, old in zip(items, value):
-            if new is not old:
-                return items
-        return value
-    if cls is list:
-        return [_map_tensors(v, fn) for v in value]
-    names = _fields(value)
-    if names:
-        changed = {}
-        for name in names:
-            old = getattr(value, name)
-            if type(old) in _ATOMS:  # most fields (a state's None, ints, floats): no call
-                continue
-            new = _map_tensors(old, fn)
-            if new is not old:
-                changed[name] = new
-        return _twin(value, changed) if changed else value
-    return value
-
-
-def _leaves_of(value) -> list:
-    """Every tensor (or arena slot) an entry holds, including coherent mode's composite, outputs and
-    sampler memory."""
-    out: list = []
-    _collect(value.tree if isinstance(value, Packed) else value, out)
-    return out
-
-
-def _collect(value, out: list):
-    if isinstance(value, (torch.Tensor, Slot)):
-        out.append(value)
-    elif type(value) in _ATOMS:
-        return
-    elif isinstance(value, dict):
-        for v in value.values():
-            _collect(v, out)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _collect(v, out)
-    else:
-        for name in _fields(value):
-            field = getattr(value, name)
-            if type(field) not in _ATOMS:  # most fields (a state's None, ints, floats): no call
-                _collect(field, out)
-
-
-_ATOMS = frozenset({type(None), bool, int, float, str})  # hold no tensor: skipped at once
-_FIELDS: dict = {}  # dataclass -> its field names but noise_sampler (read per state: cached)
-_PLAIN: dict = {}  # dataclass -> whether copy.copy of an instance is a plain copy of its __dict__
-
-
-def _fields(value) -> tuple:
-    """The field names a dataclass instance's tensors are looked for in (empty: not a dataclass instance)."""
-    cls = type(value)
-    names = _FIELDS.get(cls)
-    if names is None:
-        fields = getattr(cls, "__dataclass_fields__", None)
-        names = () if fields is None or isinstance(value, type) else tuple(n for n in fields if n != "noise_sampler")
-        _FIELDS[cls] = names
-    return names
-
-
-def _leaf_nbytes(leaf) -> int:
-    return leaf.nbytes if isinstance(leaf, Slot) else leaf.element_size() * leaf.nelement()
-
-
-def nbytes(state: Optional[object]) -> int:
-    """Bytes of the tensors a state holds (a tensor shared by two fields counts once)."""
-    return history_nbytes([state])
-
-
-def history_nbytes(history) -> int:
-    """Bytes held by a list of states, each tensor (or slot) counted once however many states share it."""
-    seen, total = set(), 0
-    for state in history:
-        if state is None:
-            continue
-        for t in _leaves_of(state):
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += _leaf_nbytes(t)
-    return total

@@ -24,7 +24,7 @@ LAYERS = {
                  "regional"],  # 0.1.0's module, a deprecated alias of the three above
     "io":       ["io/"],           # plain data in and out (files, PNGs, ComfyUI): see IO_MAY_IMPORT
     "session":  ["session", "params", "node_checks", "session_checks", "session_changes", "regions",
-                 "timeline", "arena", "persistence", "stepper", "publish", "node_functions"],  # the
+                 "timeline", "state_tree", "arena", "persistence", "stepper", "publish", "node_functions"],  # the
                                    # observable state, its checks, its run in motion, history, files
     "studies":  ["sweep", "sweep_grid", "sweep_cells", "sweep_store", "sweep_figures", "compare", "plot",
                  "colors", "cli", "__main__", "__init__"],  # grids, comparisons, figures, the command line

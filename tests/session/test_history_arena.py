@@ -8,6 +8,7 @@ import torch
 
 import regional_widgets as rw
 from regional_widgets.arena import MIN_BYTES, Arena, Slot
+from regional_widgets import timeline
 from regional_widgets.timeline import Packed
 
 MODEL = rw.models.ToyWorld(n_exemplars=60, image_size=64)  # 48 KB latents: over MIN_BYTES
@@ -151,3 +152,62 @@ def test_an_interrupted_copy_into_the_arena_leaves_the_session_as_it_was(monkeyp
     assert torch.equal(s.run(), final) and s.history.nbytes == plain.history.nbytes
     for k in (1, 5, len(s.timeline) - 3):
         assert torch.equal(s.history[k].latent, plain.history[k].latent)
+
+
+def slot_layout(session) -> list:
+    """Per entry: None, "live", or the arena slots of its fields (numbered in order of first appearance,
+    so two histories that share their slots alike give the same layout)."""
+    numbers, layout = {}, []
+    for entry in session.timeline.entries:
+        if entry is None or not isinstance(entry, Packed):
+            layout.append(None if entry is None else "live")
+            continue
+        layout.append(tuple(numbers.setdefault(id(x), len(numbers)) if isinstance(x, Slot) else type(x).__name__
+                            for x in vars_of(entry.tree)))
+    return layout
+
+
+@pytest.mark.parametrize("defer_bytes", [1, 2**20, 2**40])
+@pytest.mark.parametrize("limit_latents", [None, 24])
+def test_a_run_keeps_what_sub_steps_keep_bit_for_bit(monkeypatch, defer_bytes, limit_latents):
+    """run() packs its states in passes (timeline.DEFER_BYTES); the history it leaves is the one sub-steps
+    leave: the same entries kept, evicted and packed, tensors sharing slots alike, the same bits."""
+    monkeypatch.setattr(timeline, "DEFER_BYTES", defer_bytes)
+    ran, stepped = make(), make()
+    for s in (ran, stepped):
+        s.history_limit = 2**40 if limit_latents is None else limit_latents * s.latent_image.numel() * 4
+    ran.run()
+    while not stepped.done:
+        stepped.substep()
+    assert slot_layout(ran) == slot_layout(stepped) and ran.history.nbytes == stepped.history.nbytes
+    assert (None in ran.timeline.entries) == (limit_latents is not None)
+    for k in range(len(ran.timeline)):
+        a, b = ran.history[k], stepped.history[k]
+        for name in ("latent", "base_latent", "denoised", "sigma_map", "times_map", "result"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or torch.equal(x.view(torch.int32), y.view(torch.int32)), (k, name)
+
+
+def test_an_interrupted_pass_of_packing_leaves_the_session_as_it_was(monkeypatch):
+    plain = make()
+    plain.history_limit = 2**40
+    final = plain.run().clone()
+    s = make()
+    s.history_limit = 2**40
+    s.step()
+    before = (s.cursor, list(s.timeline.entries), s.timeline.nbytes, s.latent)
+    real, calls = timeline.Timeline.pack_deferred, []
+
+    def interrupted(self):
+        calls.append(1)
+        store = self.arena.store
+        self.arena.store = lambda t: (_ for _ in ()).throw(KeyboardInterrupt) if len(calls) == 1 else store(t)
+        try:
+            return real(self)
+        finally:
+            self.arena.store = store
+    monkeypatch.setattr(timeline.Timeline, "pack_deferred", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.run()
+    assert (s.cursor, s.timeline.entries, s.timeline.nbytes) == before[:3] and s.latent is before[3]
+    assert torch.equal(s.run(), final) and slot_layout(s) == slot_layout(plain)

@@ -1,5 +1,6 @@
 """What a session publishes per sub-step reaches every kind of listener (publish.py, stepper.py)."""
 import numpy as np
+import pytest
 import torch
 from traitlets import All
 
@@ -131,3 +132,51 @@ def test_a_stepper_runs_without_a_session():
     run.move_to(run.starts[1], s.history_limit)
     assert run.values(run.state, s.regions, (16, 16))["step_index"] == 1
     assert torch.equal(run.state.latent, s.history[run.starts[1]].latent)
+
+
+def values_of(session) -> list:
+    return [(name, getattr(session, name)) for name in PUBLISHED]
+
+
+def test_an_unobserved_run_publishes_the_last_state_as_stepping_does():
+    quiet, stepped = make(), make()
+    seen = recorded(quiet, ["steps"])  # a parameter's observer: no published value is observed
+    quiet.run()
+    while not stepped.done:
+        stepped.substep()
+    assert same(values_of(quiet), values_of(stepped)) and seen == []
+    assert quiet.done and quiet.status == stepped.status and quiet.result is quiet.state.result
+
+
+@pytest.mark.filterwarnings("ignore:Counting._latent_changed is deprecated:DeprecationWarning")
+def test_a_run_notifies_every_sub_step_to_an_old_style_observer_as_stepping_does():
+    class Counting(RegionalSamplerSession):
+        def _latent_changed(self, old, new):  # traitlets' old-style observer: it must see each sub-step
+            self.counted = getattr(self, "counted", [])
+            self.counted.append(new)
+
+    ran, stepped = make(Counting), make(Counting)
+    ran.counted, stepped.counted = [], []
+    ran.run()
+    while not stepped.done:
+        stepped.substep()
+    assert len(ran.counted) == len(stepped.counted) == len(ran.ops)
+    assert all(torch.equal(a, b) for a, b in zip(ran.counted, stepped.counted))
+
+
+def test_an_observer_that_raises_mid_run_leaves_the_session_as_it_was():
+    s = make()
+    s.substep()
+    before = values_of(s)
+    entries = list(s.timeline.entries)
+
+    def fail(change):
+        if change["new"] == 2:
+            raise KeyboardInterrupt
+    s.observe(fail, names="step_index")
+    with pytest.raises(KeyboardInterrupt):
+        s.run()
+    assert same(values_of(s), before) and s.timeline.entries == entries
+    s.unobserve(fail, names="step_index")
+    plain = make()
+    assert torch.equal(s.run(), plain.run())
