@@ -189,7 +189,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     if kind == "composite":
         mask = ctx.region_masks[op.region]
         m = ctx.at_latent(mask, h, w)  # `composite` resizes the mask to the latent: the same bits, made once
-        base_latent = mask_ops.composite(state.base_latent, state.latent, m)
+        base_latent = mask_ops.composite(state.base_latent, state.latent, m, ctx.outside(mask, h, w))
         base_map = m * state.sigma_map + ctx.outside(mask, h, w) * state.base_sigma_map
         return RunState(base_latent, base_latent, cursor + 1, state.denoised, state.sigma, state.sigma_next,
                         state.result, base_map, base_map, state.times_map, state.model_calls, (), state.extra)

@@ -150,7 +150,8 @@ def sampler_call(
     if noise is None:
         noise = prepare_noise(latent, seed, batch_index) if add_noise else \
             torch.zeros_like(latent) if zeros is None else zeros
-    noise = noise.to(latent.device, latent.dtype)
+    if noise.dtype != latent.dtype or noise.device != latent.device:
+        noise = noise.to(latent.device, latent.dtype)
     calls = [0]
     plain = denoise.denoise if type(denoise) is GuidedDenoiser else denoise  # what its __call__ calls
 
@@ -167,8 +168,9 @@ def sampler_call(
     max_denoise = is_max_denoise(sigma_max, first if plan.first_value is None else plan.first_value)
     # EPS/V without noise: ``noise * s + latent`` where ``noise * s`` is all +0 for a checked sigma s (finite, >= 0),
     # so the start is ``noise + latent`` bit for bit (not from pure noise: its scale sqrt(1 + s^2) may overflow)
+    # (``latent + 0.0``: the same sums as ``noise + latent`` for an all +0 noise, without reading the noise)
     held = zero_noise and plan.checked and ms is not None and not const
-    x = noise + latent if held and not max_denoise else noise_scaling(first, noise, latent, max_denoise) \
+    x = latent + 0.0 if held and not max_denoise else noise_scaling(first, noise, latent, max_denoise) \
         if ms is None else ms.noise_scaling(first, noise, latent, max_denoise)
     if noise_mask is not None:
         prepared = latent_mask if latent_mask is not None else prepare_mask(noise_mask, latent)

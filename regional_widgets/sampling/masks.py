@@ -5,6 +5,7 @@ All resizes are bilinear with ``align_corners=False`` and no antialiasing, as th
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -102,12 +103,15 @@ def inverse_union(masks) -> torch.Tensor:
     return (union(masks) == 0).float()
 
 
-def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,
+              outside: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``mask * source + (1 - mask) * destination`` with the mask resized to the source (soft).
 
-    A mask already at the source's size is used as it is (only read: no copy).
+    A mask already at the source's size is used as it is (only read: no copy). ``outside``: ``1 - mask``
+    at the source's size, when the caller has it (the same values: made once for many composites).
     """
     h, w = source.shape[-2:]
     m = mask if tuple(mask.shape[-2:]) == (h, w) else resize(mask, h, w)
-    m = m.expand(source.shape[0], 1, h, w)
-    return m * source + (1 - m) * destination
+    if outside is None:
+        outside = 1 - m
+    return m * source + outside * destination

@@ -1,4 +1,6 @@
 """Step-wise samplers: N single steps == the fused loop (bitwise), 1-step slices, bad input."""
+import math
+
 import pytest
 import torch
 
@@ -199,3 +201,17 @@ def test_own_grid_samplers_say_when_they_are_done(name):
     assert samplers.start(name, start_x(sigmas), sigmas[-3:-1]).done is False
     # [s, 0]: dpm_adaptive's span ends where it starts (nothing to do); dpm_fast makes its 1 step
     assert samplers.start(name, start_x(sigmas), sigmas[-2:]).done is (name == "dpm_adaptive")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_all_finite_agrees_with_isfinite_including_sums_that_overflow(dtype):
+    from regional_widgets.sampling.samplers.core import all_finite
+    big = torch.finfo(dtype).max
+    nan, inf = float("nan"), float("inf")
+    cases = [[0.0] * 3, torch.randn(2, 3, 8, 8), [big, big], [-big, -big, 1.0], [big, -big], [1.0, nan], [inf, 0.0],
+             [-inf, inf], [big, big, nan], [-0.0, 0.0]]
+    for case in cases:
+        t = torch.as_tensor(case, dtype=torch.float64).to(dtype)
+        assert all_finite(t) == bool(torch.isfinite(t).all()), t
+    assert all_finite(torch.tensor([big, big], dtype=dtype)) and not math.isfinite(
+        torch.tensor([big, big], dtype=dtype).sum().item())  # the overflowing sum takes the exact test

@@ -64,9 +64,9 @@ def test_sub_steps_make_the_reference_call_sequence(header, monkeypatch):
                    f"leftover={kw['leftover']} mask={where} noise={what}")
         return real_call(denoise, latent, **kw)
 
-    def logging_composite(dst, src, mask):
+    def logging_composite(dst, src, mask, *outside):
         log.append("composite region result into base")
-        return real_composite(dst, src, mask)
+        return real_composite(dst, src, mask, *outside)
 
     monkeypatch.setattr(faithful, "sampler_call", logging_call)
     monkeypatch.setattr(masks_module, "composite", logging_composite)
