@@ -19,8 +19,6 @@ from .program import Op, plan_advanced, plan_regional, second_seed
 from .run_context import Part, RunContext
 from .sampling import masks as mask_ops
 from .sampling.call import sampler_call
-from .sampling.latent_formats import LatentFormat
-from .sampling.model_sampling import is_const
 from .sampling.noise import prepare_noise, touch_noise
 from .sampling.recovery import recovery_active, sample_with_recovery
 
@@ -92,8 +90,7 @@ def initial_state(latent: torch.Tensor) -> RunState:
 
 def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, noise):
     """One wrapper call (with recovery passes), converting to and from model space per call."""
-    fmt = ctx.latent_format or LatentFormat("model", ctx.latent_scale)
-    identity = fmt.scale_factor == 1.0 and not fmt.shift_factor  # process_in/out hand the latent back
+    sampling, _, fmt, identity = ctx.sampling()  # identity: process_in/out hand the latent back
     # quirk: the reference reseeds ancestral noise on every call, so 1-step calls reuse one draw
     sampler_seed = op.seed if ctx.quirks.reseed_every_call else (op.seed + op.i + 1) % 2**64
     config = part.config
@@ -107,7 +104,7 @@ def _call_part(ctx: RunContext, op: Op, latent: torch.Tensor, part: Part, mask, 
                            sigma_max=ctx.sigma_max(), sigma_ratio=ratio, noise=noise_,
                            noise_mask=mask, latent_mask=None if mask is None else ctx.call_mask(mask, lat_in),
                            batch_index=ctx.batch_index, sampler_seed=sampler_seed,
-                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=ctx.model, plan=plan,
+                           return_x0=ctx.quirks.x0_when_not_leftover, model_sampling=sampling, plan=plan,
                            zeros=ctx.zeros(lat_in))
         if res.sigmas is None:
             return replace(res, samples=lat, denoised=lat)  # a no-op call hands its input back (VAE space)
@@ -207,7 +204,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     out = passes[-1][1]
     new_latent = out.output
     new_map, m = _sigma_map_after(sigma_map, latent.shape, mask, passes, op.add_noise or noise is not None,
-                                  is_const(ctx.model), m=ctx.at_latent(mask, h, w), outside_m=ctx.outside(mask, h, w),
+                                  ctx.sampling()[1], m=ctx.at_latent(mask, h, w), outside_m=ctx.outside(mask, h, w),
                                   bounds=ctx.bounds)
     ran = [res for _, res in passes if res.sigmas is not None]
     calls = state.model_calls

@@ -19,7 +19,7 @@ from .sampling import masks as mask_ops
 from .sampling.call import checked_plan
 from .sampling.inpaint import LatentMask, latent_mask
 from .sampling.latent_formats import LatentFormat
-from .sampling.model_sampling import is_const
+from .sampling.model_sampling import as_model_sampling, is_const
 from .sampling.schedules import sampler_sigmas
 
 __all__ = ["Part", "RunContext"]
@@ -60,6 +60,17 @@ class RunContext:
         if key not in self.schedules:
             self.schedules[key] = sampler_sigmas(self.model, sampler, scheduler, steps)
         return self.schedules[key]
+
+    def sampling(self):
+        """``(model sampling, whether it is a flow (CONST) one, the latent format, whether that format is the
+        identity)`` of the run's model, once per run (every call reads them)."""
+        known = self.caches.get("sampling")
+        if known is None:
+            fmt = self.latent_format or LatentFormat("model", self.latent_scale)
+            sampling = as_model_sampling(self.model)
+            known = self.caches["sampling"] = (sampling, sampling.is_const, fmt,
+                                               fmt.scale_factor == 1.0 and not fmt.shift_factor)
+        return known
 
     def sigma_max(self) -> float:
         """The model's largest sigma, as `sampler_call` reads it (a float), once per run."""

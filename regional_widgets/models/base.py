@@ -53,6 +53,16 @@ class Model(Protocol):
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def guide(uncond: torch.Tensor, cond: torch.Tensor, cfg: float) -> torch.Tensor:
+    """Classifier-free guidance ``uncond + (cond - uncond) * cfg``, in this order, made in the difference's
+    own buffer (the same bits as the expression, one new latent-size tensor instead of three)."""
+    scaled = cond - uncond
+    scaled.mul_(cfg)
+    if scaled.requires_grad:  # autograd has no out= variant: the plain sum
+        return uncond + scaled
+    return torch.add(uncond, scaled, out=scaled)
+
+
 def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> GuidedDenoiser:
     """``denoise(x, sigma)`` with classifier-free guidance, ready for `samplers.sample`.
 
@@ -83,7 +93,7 @@ def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> GuidedDeno
             return batched_cfg(model, x, sigma, [(positive, uncond_cond(), cfg)], uncond=True)[0]
         uncond = model(x, sigma, uncond_cond())
         cond = model(x, sigma, positive)
-        return uncond + (cond - uncond) * cfg, uncond
+        return guide(uncond, cond, cfg), uncond
 
     def denoise(x, sigma):
         if skip:
@@ -92,7 +102,7 @@ def cfg_denoiser(model, positive, negative=None, cfg: float = 1.0) -> GuidedDeno
             return with_uncond(x, sigma)[0]
         uncond = model(x, sigma, uncond_cond())  # `with_uncond`'s two calls and sum, its pair not made
         cond = model(x, sigma, positive)
-        return uncond + (cond - uncond) * cfg
+        return guide(uncond, cond, cfg)
 
     return GuidedDenoiser(denoise, with_uncond)
 
@@ -132,7 +142,7 @@ def batched_cfg(model, x: torch.Tensor, sigma: torch.Tensor, parts, uncond=False
         if neg is None:
             denoised = preds[pos]
         else:
-            denoised = preds[neg] + (preds[pos] - preds[neg]) * cfg
+            denoised = guide(preds[neg], preds[pos], cfg)
         out.append((denoised, preds[neg] if flag else None) if pairs else denoised)
     return out
 
