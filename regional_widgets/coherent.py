@@ -287,6 +287,7 @@ class CoherentEngine:
 
     name = "coherent"
     replans_on = frozenset({"base"})  # the one sigma grid comes from the base sampler: a new run
+    reuses_context = False  # a reset builds its context again
 
     def plan(self, p: NodeParams) -> list:
         return plan_coherent(p)[0]

@@ -235,6 +235,7 @@ class FaithfulEngine:
 
     name = "faithful"
     replans_on = frozenset()  # parameters that re-plan here although they only fork elsewhere
+    reuses_context = True  # a context is a pure function of the parameters (its caches too): a reset may keep it
 
     def plan(self, p: NodeParams) -> list[Op]:
         """The node's sub-steps (a new list; its `Op`s are frozen, the same for the same parameters: a

@@ -122,3 +122,23 @@ def schedule_steps(params) -> int:
 
 def stretched_steps(steps: int, denoise: float) -> int:
     return int(steps / denoise)  # RegionalSampler: the full schedule whose last `steps` steps run
+
+
+def same_params(a, b) -> bool:
+    """Whether two `NodeParams` describe the same run: plain values (numbers, text, `SamplerConfig`,
+    `Quirks`, lists of them) equal, everything else (the model, the latent, the region masks: replaced,
+    never changed in place) the very same objects; regions compared field by field."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) in (NodeParams, RegionParams):
+        return all(same_params(getattr(a, name), getattr(b, name)) for name in a.__dataclass_fields__)
+    if type(a) in (tuple, list):
+        return len(a) == len(b) and all(same_params(x, y) for x, y in zip(a, b))
+    if type(a) in _PLAIN_VALUES:
+        return a == b
+    return False
+
+
+_PLAIN_VALUES = (bool, int, float, str, SamplerConfig, Quirks)

@@ -20,7 +20,7 @@ from . import faithful, program
 from .coherent import COHERENT_ENGINE
 from .faithful import FAITHFUL_ENGINE
 from .models.base import PromptCache
-from .node_params import NodeParams
+from .node_params import NodeParams, same_params
 from .timeline import History, Timeline
 
 __all__ = ["ENGINES", "SHOWN", "Stepper"]
@@ -44,6 +44,7 @@ class Stepper:
         self.ops, self.starts, self.ctx, self.state = [], [0], None, None
         self._shown = None  # (ops, starts, `_by_cursor`'s table) of the program last shown
         self._empty: dict = {}  # id(region) -> (its mask, whether it is empty): the status reads it per sub-step
+        self._built = None  # (engine, parameters, context) of the context built last
 
     # ---- undo ---------------------------------------------------------------------------------
 
@@ -61,7 +62,9 @@ class Stepper:
     def context(self):
         """The engine's run context for the current settings (masks, parts, schedule); built on first use."""
         if self.ctx is None:
-            self.ctx = self.engine.context(self._node_params(), self.prompts, self.grow_cache, self.plan_cache)
+            params = self._node_params()
+            self.ctx = self.engine.context(params, self.prompts, self.grow_cache, self.plan_cache)
+            self._built = (self.engine, params, self.ctx)
         return self.ctx
 
     def execute(self, state):
@@ -86,10 +89,13 @@ class Stepper:
 
     def start(self, engine, latent_image: torch.Tensor):
         """A new run with ``engine``: plan it from the current parameters, back to cursor 0."""
+        params = self._node_params()
         self.engine = engine
-        self.ops = engine.plan(self._node_params())
+        self.ops = engine.plan(params)
         self.starts = program.group_starts(self.ops)
-        self.ctx = None
+        built = self._built  # a reset with the settings of the last context built: that context again
+        same = built is not None and built[0] is engine and engine.reuses_context and same_params(built[1], params)
+        self.ctx = built[2] if same else None
         self.state = faithful.initial_state(latent_image)
         self.timeline.start(self.state)
 

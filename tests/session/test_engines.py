@@ -113,3 +113,47 @@ def engine_alone_plans_are_new(s):
     mine, sessions = ctx.caches["plans"], s.context.caches["plans"]
     return mine.keys() == sessions.keys() and all(mine[k] is not sessions[k] for k in mine) and all(
         torch.equal(mine[k].sigmas, sessions[k].sigmas) for k in mine if mine[k].sigmas is not None)
+
+
+def test_a_reset_with_the_same_settings_keeps_the_context_and_a_change_builds_a_new_one():
+    s = make("faithful")
+    first = s.run().clone()
+    ctx = s.context
+    s.reset()
+    assert s.context is ctx and torch.equal(s.run(), first)
+    # the same settings given again as new but equal objects: still the same run
+    s.base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    s.reset()
+    assert s.context is ctx and torch.equal(s.run(), first)
+    changes = [("noise_seed", 1), ("overlap_factor", 4),
+               ("latent_image", rw.empty_latent(MODEL, 32, 32).clone()),
+               ("base", rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=3.0, positive="sky"))]
+    for k, (name, value) in enumerate(changes):
+        setattr(s, name, value)
+        s.reset()
+        fresh = make("faithful")
+        for earlier, kept in changes[:k + 1]:  # every change so far stays
+            setattr(fresh, earlier, kept)
+        assert s.context is not ctx, name
+        assert torch.equal(s.run(), fresh.run()), name
+        ctx = s.context
+    mask = s.regions[0].mask.copy()  # equal pixels, a new array: a painted mask is a new array
+    s.regions[0].mask = mask
+    s.reset()
+    assert s.context is not ctx
+
+
+def test_same_params_compares_plain_values_by_value_and_objects_by_identity():
+    s = make("faithful")
+    a, b = s.node_params(), s.node_params()
+    assert a is not b and node_params.same_params(a, b)
+    assert not node_params.same_params(a, dataclasses.replace(a, steps=7))
+    assert not node_params.same_params(a, dataclasses.replace(a, latent_image=a.latent_image.clone()))
+    region = dataclasses.replace(a.regions[0], mask=a.regions[0].mask.copy())
+    assert not node_params.same_params(a, dataclasses.replace(a, regions=(region,)))
+    region = dataclasses.replace(a.regions[0], config=dataclasses.replace(a.regions[0].config))
+    assert node_params.same_params(a, dataclasses.replace(a, regions=(region,)))
+    assert not node_params.same_params(a, dataclasses.replace(a, regions=()))
+    assert not node_params.same_params(a, dataclasses.replace(a, batch_index=[0]))
+    assert node_params.same_params(dataclasses.replace(a, batch_index=[0]), dataclasses.replace(a, batch_index=[0]))
+    assert not node_params.same_params(dataclasses.replace(a, noise_seed=1), dataclasses.replace(a, noise_seed=True))
