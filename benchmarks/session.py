@@ -5,7 +5,9 @@
 Prints, for 1 and 3 regions, the median wall time of a 20-step RegionalSamplerAdvanced run, the
 median time of the same model calls replayed back to back (recorded inputs, no sampler, no
 session), the median ratio of the two timed in alternation, pair by pair (session overhead incl.
-sampler math, masks and history), and the history's memory per regional step.
+sampler math, masks and history), and the history's memory per regional step. A run nothing
+observes publishes its values once, at its end; the row "1 obs" has an observer on ``latent`` (as a
+widget would), so every sub-step is published as it ends.
 
 A second table splits one run by layer, measured inside the same runs in this thread's CPU time
 (so it is far less sensitive to the machine's load than the wall-time ratio): the model calls
@@ -111,9 +113,12 @@ def main():
     model = rw.models.ToyWorld()
     print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} "
           f"{'overhead/sub-step':>18} {'history/step':>13}")
-    for n in (1, 3):
+    for label in ("1", "3", "1 obs"):
+        n = int(label[0])
         recording = OneCondModel(model, record=True)
         session = scene(recording, n)
+        if label.endswith("obs"):
+            session.observe(lambda change: None, names="latent")
         session.run()
         calls = list(recording.inputs)
         recording.record = False  # the timed runs keep no inputs (the plain protocol stays: no call_batch)
@@ -129,7 +134,7 @@ def main():
         t_session, t_plain, ratio = paired_times(session_run, plain, args.repeats)
         per_step = session.history.nbytes / session.num_steps
         overhead_ms = 1e3 * (t_session - t_plain) / len(session.ops)
-        print(f"{n:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {ratio:>6.2f} "
+        print(f"{label:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {ratio:>6.2f} "
               f"{overhead_ms:>15.2f} ms {per_step / 1024:>9.0f} KiB")
     print("\nper sub-step, CPU ms (inside the same runs):")
     print(f"{'regions':>7} {'sub-steps':>9} {'model':>7} {'engine':>7} {'session':>8} {'run/model':>10}")

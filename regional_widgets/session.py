@@ -186,17 +186,18 @@ class RegionalSamplerSession(SessionFiles, SessionChanges, SessionChecks):
         """Run to the end and return the node's output latent (also ``self.result``). Atomic as a whole: if
         a call or an observer raises (an interrupt too), the session is as it was before the run.
 
-        Each sub-step's values are published as it ends when anything observes them (a widget does);
-        with no observer, nothing can see them before the run ends, and they are published once then."""
+        Each sub-step's values are published as it ends when anything observes them as the run starts (a
+        widget does); with no observer, nothing can see them before the run ends: they are published once then."""
         def advance():
             run, bar = self._run, None
+            watched = observed(self, SHOWN, forwarding=(RegionalSamplerSession.notify_change,))
             if progress:
                 from tqdm.auto import tqdm
                 bar = tqdm(total=len(run.ops), initial=run.state.cursor, desc=self.node)
             try:
                 while run.state.cursor < len(run.ops):
                     run.advance(self.history_limit, defer=True)
-                    if observed(self, SHOWN, forwarding=(RegionalSamplerSession.notify_change,)):
+                    if watched:
                         self._publish(run.state)
                     if bar is not None:
                         bar.update(1)
