@@ -129,14 +129,20 @@ def test_a_reused_slot_takes_any_shape_and_keeps_nan_payloads_and_signed_zeros()
     assert torch.equal(again.read().view(torch.int64), other.view(torch.int64))
 
 
-def test_an_interrupted_copy_into_the_arena_leaves_the_session_as_it_was(monkeypatch):
+def one_step_in():
+    """A plain run (whole history) and its result; a session one regional step into the same run, and
+    what it holds then (cursor, entries, bytes, latent)."""
     plain = make()
     plain.history_limit = 2**40
     final = plain.run().clone()
     s = make()
     s.history_limit = 2**40
     s.step()
-    before = (s.cursor, list(s.timeline.entries), s.timeline.nbytes, s.latent)
+    return plain, final, s, (s.cursor, list(s.timeline.entries), s.timeline.nbytes, s.latent)
+
+
+def test_an_interrupted_copy_into_the_arena_leaves_the_session_as_it_was(monkeypatch):
+    plain, final, s, before = one_step_in()
     store, calls = Arena.store, []
 
     def interrupted(arena, t):
@@ -189,19 +195,16 @@ def test_a_run_keeps_what_sub_steps_keep_bit_for_bit(monkeypatch, defer_bytes, l
 
 
 def test_an_interrupted_pass_of_packing_leaves_the_session_as_it_was(monkeypatch):
-    plain = make()
-    plain.history_limit = 2**40
-    final = plain.run().clone()
-    s = make()
-    s.history_limit = 2**40
-    s.step()
-    before = (s.cursor, list(s.timeline.entries), s.timeline.nbytes, s.latent)
+    plain, final, s, before = one_step_in()
     real, calls = timeline.Timeline.pack_deferred, []
 
-    def interrupted(self):
+    def interrupted(self):  # the run's first pass of packing is interrupted at its first copy
         calls.append(1)
         store = self.arena.store
-        self.arena.store = lambda t: (_ for _ in ()).throw(KeyboardInterrupt) if len(calls) == 1 else store(t)
+
+        def refuse(t):
+            raise KeyboardInterrupt
+        self.arena.store = refuse if len(calls) == 1 else store
         try:
             return real(self)
         finally:
