@@ -179,8 +179,9 @@ def sampler_call(
         # and so is the masked re-noise of a rule that evaluates at the plan's sigmas only (a prepared one): the
         # start x itself (a start that overflowed is not finite and is refused before any evaluation)
         same = held and plan.prepared is not None and not inpaint_random
+        # (passthrough: x is checked finite before any evaluation, `begin`)
         model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep,
-                                renoised_latent=x if same else None)
+                                renoised_latent=x if same else None, passthrough=same and prepared.binary)
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.

@@ -145,3 +145,38 @@ def test_recovery_passes_and_auto_choice():
 def test_bad_recovery_settings(args, match):
     with pytest.raises(ValueError, match=match):
         check_additional(*args)
+
+
+def test_a_binary_mask_blends_a_finite_latent_with_itself_to_the_same_bits():
+    """The identity `masked_denoiser(passthrough=True)` relies on: x * m + x * (1 - m) == x, bit for bit, for a
+    0/1 mask and any finite x (signed zeros, subnormals and the largest floats included)."""
+    from regional_widgets.sampling.inpaint import _blend, latent_mask
+    tiny, big = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
+    special = torch.tensor([0.0, -0.0, tiny / 4, -tiny / 4, tiny, big, -big, 1.0, -1.0, 3e-39, -7.5])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([special, torch.randn(64 * 64 * 3 - len(special), generator=gen)]).reshape(1, 3, 64, 64)
+    m = (torch.rand(64, 64, generator=gen) > 0.5).float()
+    prepared = latent_mask(m, x)
+    assert prepared.binary and prepared.mask.shape == (1, 1, 64, 64)
+    blended = _blend(x, x, prepared.mask, prepared.keep)
+    assert torch.equal(blended.view(torch.int32), x.view(torch.int32))
+    soft = latent_mask(m * 0.5 + 0.25, x)  # fractional: the blend is made
+    assert not soft.binary and not latent_mask(m, torch.zeros(1, 4, 8, 8)).binary  # resized: bilinear edges
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_passthrough_hands_the_model_the_bits_the_blend_makes(passthrough):
+    latent = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    latent[0, 0, 0, :2] = torch.tensor([-0.0, 0.0])
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    x = latent + 0.0  # a held call's start: +0 noise + latent
+    recorder = Recorder(gaussian_denoiser(0.8))
+    wrapped = masked_denoiser(recorder, latent, torch.zeros_like(latent), mask, keep=1.0 - mask, renoised_latent=x,
+                              passthrough=passthrough)
+    out = wrapped(x, torch.tensor([2.0]))
+    expected = x * mask + x * (1.0 - mask)
+    assert torch.equal(recorder.inputs[0][0].view(torch.int32), expected.view(torch.int32))
+    assert torch.equal(out, recorder.denoise(expected, torch.tensor([2.0])) * mask + latent * (1.0 - mask))
+    wrapped(x + 1.0, torch.tensor([1.0]))  # any other x is blended
+    assert torch.equal(recorder.inputs[1][0], (x + 1.0) * mask + x * (1.0 - mask))
