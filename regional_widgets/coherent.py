@@ -33,6 +33,7 @@ from .sampling.latent_formats import LatentFormat
 from .sampling.model_sampling import as_model_sampling
 from .sampling.noise import BrownianTreeNoiseSampler, StepNoise, is_max_denoise
 from .sampling.samplers import get_sampler, start as start_sampler, step as step_sampler
+from .sampling.samplers.core import sigma_batch
 from .sampling.schedules import ksampler_sigmas, sampler_sigmas, slice_sigmas
 
 OWN_GRID_SAMPLERS = ("dpm_fast", "dpm_adaptive")  # integrate on a grid of their own: fresh per step
@@ -225,7 +226,7 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
         # every part's first evaluation at (x_i, sigma_i) in one batched call
         # as (D, U) pairs: CFG++ parts also keep their unconditional prediction (no cfg-1 skip)
         flags = [get_sampler(c.sampler).uncond for c in ctx.configs]
-        extra = replace(extra, first=tuple(batched_cfg(ctx.model, x, sigma * x.new_ones([len(x)]), ctx.conds,
+        extra = replace(extra, first=tuple(batched_cfg(ctx.model, x, sigma_batch(sigma, x), ctx.conds,
                                                        uncond=flags)))
         calls += 1
     if op.kind in ("base", "region"):
@@ -233,7 +234,7 @@ def execute_coherent(ctx: CoherentContext, ops: list, state: RunState) -> RunSta
         config = ctx.configs[part]
         first = extra.first[part]
         first, first_uncond = (first, None) if isinstance(first, torch.Tensor) else first  # older files: D only
-        cache = _FirstEvalCache(ctx, part, x, sigma * x.new_ones([len(x)]), first, first_uncond)
+        cache = _FirstEvalCache(ctx, part, x, sigma_batch(sigma, x), first, first_uncond)
         if config.sampler in OWN_GRID_SAMPLERS:
             stepped = start_sampler(config.sampler, x, sigmas[i:i + 2], seed=ctx.seed, model_sampling=ctx.model)
             while not stepped.done:

@@ -215,3 +215,19 @@ def test_all_finite_agrees_with_isfinite_including_sums_that_overflow(dtype):
         assert all_finite(t) == bool(torch.isfinite(t).all()), t
     assert all_finite(torch.tensor([big, big], dtype=dtype)) and not math.isfinite(
         torch.tensor([big, big], dtype=dtype).sum().item())  # the overflowing sum takes the exact test
+
+
+def test_sigma_batch_is_sigma_times_ones_bit_for_bit():
+    from regional_widgets.sampling.samplers.core import sigma_batch
+    for x in (torch.zeros(1, 4, 2, 2), torch.zeros(3, 4, 2, 2), torch.zeros(2, 4, 2, 2, dtype=torch.float64)):
+        for value in (14.6146, -0.0, 0.0, float("inf"), float("nan"), 1e-30):
+            for sigma in (torch.tensor(value), torch.tensor(value, dtype=torch.float64),
+                          torch.tensor([value, 2.0])[0], value):
+                got, expected = sigma_batch(sigma, x), sigma * x.new_ones([x.shape[0]])
+                assert got.dtype == expected.dtype and got.shape == expected.shape
+                bits = torch.int64 if got.dtype == torch.float64 else torch.int32
+                assert torch.equal(got.view(bits), expected.view(bits)), (x.shape, x.dtype, sigma)
+                if isinstance(sigma, torch.Tensor):
+                    got.fill_(7.0)  # a copy: the sampler's sigmas are untouched
+                    assert torch.equal(sigma.isnan(), torch.tensor(value).isnan()) and (
+                        sigma.isnan() or sigma == value)

@@ -189,14 +189,22 @@ def denoise_with_uncond(denoise, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     return with_uncond(x, sigma)
 
 
+def sigma_batch(sigma, x: torch.Tensor) -> torch.Tensor:
+    """``sigma * x.new_ones([B])`` (k-diffusion's ``s_in``): a scalar sigma, one per batch item. A 0-dim sigma of
+    x's dtype and device is copied out instead (one kernel, not three: ``sigma * 1`` is sigma, bit for bit)."""
+    if type(sigma) is torch.Tensor and sigma.ndim == 0 and sigma.dtype == x.dtype and sigma.device == x.device:
+        return sigma.expand(x.shape[0]).clone()
+    return sigma * x.new_ones([x.shape[0]])
+
+
 def call_model(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Evaluate the denoiser at a scalar sigma broadcast to the batch (k-diffusion's ``s_in``)."""
-    return model(x, sigma * x.new_ones([x.shape[0]]))
+    return model(x, sigma_batch(sigma, x))
 
 
 def call_model_uncond(model, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     """`call_model` for CFG++ samplers: ``(D, U)``, the guided and the unconditional prediction."""
-    return denoise_with_uncond(model, x, sigma * x.new_ones([x.shape[0]]))
+    return denoise_with_uncond(model, x, sigma_batch(sigma, x))
 
 
 def call_model_pair(model, x: torch.Tensor, sigma: torch.Tensor, cfg_pp: bool) -> tuple:
