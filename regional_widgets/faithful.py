@@ -141,7 +141,7 @@ def _sigma_map_after(state_map, latent_shape, mask, passes, noisy: bool, const: 
             inside = torch.sqrt(inside**2 + first**2)
             outside = torch.sqrt(state_map**2 + last**2)
         inside = inside * (last / first if first > 0 else 1.0)
-    return m * inside + ((1 - m) if outside_m is None else outside_m) * outside, m
+    return mask_ops.blend(inside, outside, m, (1 - m) if outside_m is None else outside_m), m
 
 
 def _ve(sigma):
@@ -187,7 +187,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
         mask = ctx.region_masks[op.region]
         m = ctx.at_latent(mask, h, w)  # `composite` resizes the mask to the latent: the same bits, made once
         base_latent = mask_ops.composite(state.base_latent, state.latent, m, ctx.outside(mask, h, w))
-        base_map = m * state.sigma_map + ctx.outside(mask, h, w) * state.base_sigma_map
+        base_map = mask_ops.blend(state.sigma_map, state.base_sigma_map, m, ctx.outside(mask, h, w))
         return RunState(base_latent, base_latent, cursor + 1, state.denoised, state.sigma, state.sigma_next,
                         state.result, base_map, base_map, state.times_map, state.model_calls, (), state.extra)
     times = state.times_map

@@ -38,13 +38,6 @@ def latent_mask(noise_mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
     return LatentMask(mask, 1.0 - mask, bool(((mask == 0) | (mask == 1)).all()))
 
 
-def _blend(inside: torch.Tensor, outside: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``inside * mask + outside * keep``, in this order, the sum made in the first product's buffer (the
-    same bits as the expression, one new latent-size tensor less)."""
-    blended, kept = inside * mask, outside * keep
-    return blended.add_(kept) if blended.shape == kept.shape else blended + kept
-
-
 def _per_item(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1))
 
@@ -68,18 +61,18 @@ def masked_denoiser(denoise, latent_image: torch.Tensor, noise: torch.Tensor, ma
         if renoised_latent is not None:
             if passthrough and x is renoised_latent:
                 return x
-            return _blend(x, renoised_latent, mask, keep)
+            return mask_ops.blend(x, renoised_latent, mask, keep)
         if model_sampling is None:
             renoised = latent_image + noise * _per_item(sigma, noise)
         else:
             renoised = model_sampling.noise_scaling(sigma, noise, latent_image)
-        return _blend(x, renoised, mask, keep)
+        return mask_ops.blend(x, renoised, mask, keep)
 
     def masked(x, sigma):
-        return _blend(plain(model_input(x, sigma), sigma), latent_image, mask, keep)
+        return mask_ops.blend(plain(model_input(x, sigma), sigma), latent_image, mask, keep)
 
     def masked_with_uncond(x, sigma):
         denoised, uncond = denoise_with_uncond(denoise, model_input(x, sigma), sigma)
-        return _blend(denoised, latent_image, mask, keep), uncond
+        return mask_ops.blend(denoised, latent_image, mask, keep), uncond
 
     return GuidedDenoiser(masked, masked_with_uncond)

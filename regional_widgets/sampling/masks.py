@@ -112,6 +112,13 @@ def composite(destination: torch.Tensor, source: torch.Tensor, mask: torch.Tenso
     """
     h, w = source.shape[-2:]
     m = mask if tuple(mask.shape[-2:]) == (h, w) else resize(mask, h, w)
-    if outside is None:
-        outside = 1 - m
-    return m * source + outside * destination
+    return blend(source, destination, m, 1 - m if outside is None else outside)
+
+
+def blend(inside: torch.Tensor, outside: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``mask * inside + keep * outside`` (``keep``: ``1 - mask``), the sum made in the first product's buffer where
+    it has the sum's shape and dtype: the same bits as the expression, one new tensor less."""
+    blended, kept = mask * inside, keep * outside
+    if blended.shape == kept.shape and blended.dtype == kept.dtype:
+        return blended.add_(kept)
+    return blended + kept

@@ -150,7 +150,8 @@ def test_bad_recovery_settings(args, match):
 def test_a_binary_mask_blends_a_finite_latent_with_itself_to_the_same_bits():
     """The identity `masked_denoiser(passthrough=True)` relies on: x * m + x * (1 - m) == x, bit for bit, for a
     0/1 mask and any finite x (signed zeros, subnormals and the largest floats included)."""
-    from regional_widgets.sampling.inpaint import _blend, latent_mask
+    from regional_widgets.sampling.inpaint import latent_mask
+    from regional_widgets.sampling.masks import blend
     tiny, big = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
     special = torch.tensor([0.0, -0.0, tiny / 4, -tiny / 4, tiny, big, -big, 1.0, -1.0, 3e-39, -7.5])
     gen = torch.Generator().manual_seed(0)
@@ -158,7 +159,7 @@ def test_a_binary_mask_blends_a_finite_latent_with_itself_to_the_same_bits():
     m = (torch.rand(64, 64, generator=gen) > 0.5).float()
     prepared = latent_mask(m, x)
     assert prepared.binary and prepared.mask.shape == (1, 1, 64, 64)
-    blended = _blend(x, x, prepared.mask, prepared.keep)
+    blended = blend(x, x, prepared.mask, prepared.keep)
     assert torch.equal(blended.view(torch.int32), x.view(torch.int32))
     soft = latent_mask(m * 0.5 + 0.25, x)  # fractional: the blend is made
     assert not soft.binary and not latent_mask(m, torch.zeros(1, 4, 8, 8)).binary  # resized: bilinear edges

@@ -100,3 +100,18 @@ def test_as_mask_errors(bad, match):
 
 def test_as_mask_strips_singletons_and_accepts_bool():
     assert tuple(masks.as_mask(np.ones((1, 1, 3, 5), dtype=bool)).shape) == (3, 5)
+
+
+def test_blend_is_the_expression_bit_for_bit_for_any_shapes_and_dtypes():
+    gen = torch.Generator().manual_seed(3)
+    m = torch.rand(8, 8, generator=gen)
+    cases = [(torch.randn(1, 3, 8, 8, generator=gen), torch.randn(1, 3, 8, 8, generator=gen), m),  # latents
+             (torch.randn(8, 8, generator=gen), torch.randn(8, 8, generator=gen), m),  # sigma maps
+             (torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen), m.reshape(1, 1, 8, 8)),
+             (torch.randn(8, 8, generator=gen), torch.randn(2, 1, 8, 8, generator=gen), m),  # the sum is larger
+             (torch.randn(8, 8, generator=gen), torch.randn(8, 8, dtype=torch.float64, generator=gen), m)]  # promoted
+    for inside, outside, mask in cases:
+        keep = 1 - mask
+        got, expected = masks.blend(inside, outside, mask, keep), mask * inside + keep * outside
+        assert got.dtype == expected.dtype and got.shape == expected.shape and torch.equal(got, expected)
+        assert got.data_ptr() not in (inside.data_ptr(), outside.data_ptr(), mask.data_ptr(), keep.data_ptr())
