@@ -27,7 +27,7 @@ __all__ = ["ENGINES", "SHOWN", "Stepper"]
 
 ENGINES = {"faithful": FAITHFUL_ENGINE, "coherent": COHERENT_ENGINE}
 SHOWN = ("step_index", "phase", "sigma", "sigma_next", "latent", "denoised", "masks", "status", "progress", "done",
-         "result", "sigma_map", "times_map")  # the names `Stepper.values` gives values of
+         "result", "sigma_map", "times_map")  # the names `Stepper.values` gives values of, in its order
 
 
 class Stepper:
@@ -149,10 +149,9 @@ class Stepper:
         """The observable values of ``state``: the session's trait names and values."""
         step_index, phase, progress, done = self._by_cursor()[state.cursor]
         status = self.status(state, regions)[0]
-        return dict(step_index=step_index, phase=phase, sigma=state.sigma, sigma_next=state.sigma_next,
-                    latent=state.latent, denoised=state.denoised, masks=self.latent_masks(bool(regions), *latent_hw),
-                    status=status, progress=progress, done=done, result=state.result, sigma_map=state.sigma_map,
-                    times_map=state.times_map)
+        return dict(zip(SHOWN, (step_index, phase, state.sigma, state.sigma_next, state.latent, state.denoised,
+                                self.latent_masks(bool(regions), *latent_hw), status, progress, done, state.result,
+                                state.sigma_map, state.times_map)))
 
     def _by_cursor(self) -> list:
         """Per cursor, the values that depend on the program alone: (step index, phase, progress, done),
