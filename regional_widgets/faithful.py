@@ -192,7 +192,7 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
                         state.result, base_map, base_map, state.times_map, state.model_calls, (), state.extra)
     times = state.times_map
     if cursor == 0 or ops[cursor - 1].group != op.group:
-        times = torch.zeros_like(times)
+        times = ctx.zeros(times)
     restore = ctx.restore_latent
     latent, sigma_map = state.latent, state.sigma_map
     if (kind == "region" and restore) or (kind == "finalize" and state.base_latent is not None):
@@ -220,12 +220,12 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
         # quirk: with restore_latent the final base call is made and then discarded
         result = base_latent if restore and ctx.quirks.discard_final_step else new_latent
         return RunState(new_latent, state.base_latent, cursor + 1, denoised, sigma, sigma_next, result, new_map,
-                        state.base_sigma_map, times + m, calls, names, state.extra)
+                        state.base_sigma_map, ctx.times_after(times, m), calls, names, state.extra)
     base_latent, base_map = state.base_latent, state.base_sigma_map
     if kind == "base" and restore:
         base_latent, base_map = new_latent, new_map
     return RunState(new_latent, base_latent, cursor + 1, denoised, sigma, sigma_next, state.result, new_map,
-                    base_map, times + m, calls, names, state.extra)
+                    base_map, ctx.times_after(times, m), calls, names, state.extra)
 
 
 class FaithfulEngine:

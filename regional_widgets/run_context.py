@@ -25,6 +25,7 @@ from .sampling.schedules import sampler_sigmas
 __all__ = ["Part", "RunContext"]
 
 PLAN_CACHE_LIMIT = 4096  # plans a shared ``plan_cache`` keeps before it starts over
+TIMES_CACHE_LIMIT = 256  # step sums `RunContext.times_after` keeps (a run makes one per call of a step)
 
 
 @dataclass
@@ -128,8 +129,27 @@ class RunContext:
     def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
         """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
         if mask is None:
-            return torch.ones(h, w)
+            ones = self.caches.setdefault("ones", {})
+            if (h, w) not in ones:
+                ones[(h, w)] = torch.ones(h, w)
+            return ones[(h, w)]
         return self._cached("resized", mask, (h, w), lambda: mask_ops.resize(mask, h, w))
+
+    def times_after(self, times: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """``times + m``: the calls that denoised each pixel this step, after one more over ``m``. Every step
+        of a run adds the same masks to the same maps (`zeros`, then these sums), so each sum is made once
+        per run; a map this context did not make (a state loaded or copied out of the history) is summed
+        as it comes. The maps are never written to."""
+        cache = self.caches.setdefault("times", {})
+        key = (id(times), id(m))
+        hit = cache.get(key)
+        if hit is not None and hit[0] is times and hit[1] is m:
+            return hit[2]
+        if len(cache) >= TIMES_CACHE_LIMIT:
+            cache.clear()
+        total = times + m
+        cache[key] = (times, m, total)  # both kept alive: their ids stay theirs
+        return total
 
     def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
         """``1 - at_latent(mask, h, w)``, once per run."""

@@ -157,3 +157,37 @@ def test_same_params_compares_plain_values_by_value_and_objects_by_identity():
     assert not node_params.same_params(a, dataclasses.replace(a, batch_index=[0]))
     assert node_params.same_params(dataclasses.replace(a, batch_index=[0]), dataclasses.replace(a, batch_index=[0]))
     assert not node_params.same_params(dataclasses.replace(a, noise_seed=1), dataclasses.replace(a, noise_seed=True))
+
+
+
+def test_times_maps_are_the_sums_of_the_step_masks_made_once_per_run():
+    s = make("faithful")
+    s.run()
+    ctx, ops = s.context, s.ops
+    h, w = s.latent.shape[-2:]
+    states = [faithful.initial_state(s.latent_image)]  # the engine alone: every state live, nothing copied
+    for _ in ops:
+        states.append(s.engine.execute(ctx, ops, states[-1]))
+    assert torch.equal(states[-1].result, s.result)
+    sums, made = {}, {}
+    for k, op in enumerate(ops):
+        after = states[k + 1].times_map
+        if op.kind == "composite":
+            assert after is states[k].times_map
+            continue
+        # an independent sum: +0, then each call's mask at latent resolution, in the step's order
+        total = sums.get(op.group, torch.zeros(h, w)) + ctx.at_latent(ctx.mask_for(op), h, w)
+        sums[op.group] = total
+        assert torch.equal(after, total) and after.dtype == torch.float32, k
+        # every step adds the same masks in the same order: the same sums, each made once per run
+        position = (op.kind, op.region, len([o for o in ops[:k] if o.group == op.group and o.kind != "composite"]))
+        assert made.setdefault(position, after) is after, k
+    assert len(made) < len([op for op in ops if op.kind != "composite"]) / 2
+    # a map this context did not make (a copy, a loaded state) is summed as it comes
+    m = ctx.at_latent(None, h, w)
+    assert m is ctx.at_latent(None, h, w) and torch.equal(m, torch.ones(h, w))
+    copy = states[-1].times_map.clone()
+    fresh = ctx.times_after(copy, m)
+    assert torch.equal(fresh, copy + m) and fresh is not states[-1].times_map
+    other = torch.full((h, w), 2.0)
+    assert torch.equal(ctx.times_after(other, m), torch.full((h, w), 3.0))
