@@ -116,7 +116,8 @@ class RunContext:
         cache = self.caches.setdefault("zeros", {})
         key = (tuple(like.shape), like.dtype, like.device)
         if key not in cache:
-            cache[key] = torch.zeros_like(like)
+            cache[key] = zeros = torch.zeros_like(like)
+            self.caches.setdefault("owned", {})[id(zeros)] = zeros  # made here (`times_after`)
         return cache[key]
 
     def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -138,17 +139,18 @@ class RunContext:
     def times_after(self, times: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """``times + m``: the calls that denoised each pixel this step, after one more over ``m``. Every step
         of a run adds the same masks to the same maps (`zeros`, then these sums), so each sum is made once
-        per run; a map this context did not make (a state loaded or copied out of the history) is summed
-        as it comes. The maps are never written to."""
+        per run. A map this context did not make (a state loaded, or copied out of the history) is summed as
+        it comes and nothing of it is kept. The maps are never written to."""
         cache = self.caches.setdefault("times", {})
         key = (id(times), id(m))
         hit = cache.get(key)
         if hit is not None and hit[0] is times and hit[1] is m:
             return hit[2]
-        if len(cache) >= TIMES_CACHE_LIMIT:
-            cache.clear()
         total = times + m
-        cache[key] = (times, m, total)  # both kept alive: their ids stay theirs
+        owned = self.caches.setdefault("owned", {})
+        if owned.get(id(times)) is times and len(cache) < TIMES_CACHE_LIMIT:
+            cache[key] = (times, m, total)  # all three this context's own: their ids stay theirs
+            owned[id(total)] = total
         return total
 
     def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:

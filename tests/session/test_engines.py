@@ -183,11 +183,13 @@ def test_times_maps_are_the_sums_of_the_step_masks_made_once_per_run():
         position = (op.kind, op.region, len([o for o in ops[:k] if o.group == op.group and o.kind != "composite"]))
         assert made.setdefault(position, after) is after, k
     assert len(made) < len([op for op in ops if op.kind != "composite"]) / 2
-    # a map this context did not make (a copy, a loaded state) is summed as it comes
+    # a map this context did not make (a copy, a loaded state) is summed as it comes, and not kept
     m = ctx.at_latent(None, h, w)
     assert m is ctx.at_latent(None, h, w) and torch.equal(m, torch.ones(h, w))
+    kept = dict(ctx.caches["times"])
     copy = states[-1].times_map.clone()
     fresh = ctx.times_after(copy, m)
-    assert torch.equal(fresh, copy + m) and fresh is not states[-1].times_map
+    assert torch.equal(fresh, copy + m) and fresh is not ctx.times_after(copy, m)
     other = torch.full((h, w), 2.0)
     assert torch.equal(ctx.times_after(other, m), torch.full((h, w), 3.0))
+    assert ctx.caches["times"] == kept
