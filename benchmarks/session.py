@@ -13,8 +13,10 @@ A second table splits one run by layer, measured inside the same runs in this th
 (so it is far less sensitive to the machine's load than the wall-time ratio): the model calls
 themselves, the engine around them (`faithful.execute` less its model calls: sampler math,
 schedules, masks, noise, sigma maps), and the session around the engine (recording the history
-into the arena, publishing traits, status). Per sub-step, in milliseconds; the last column is
-run / model calls, the ratio the first table estimates by wall time.
+into the arena, publishing traits, status). Per sub-step, in milliseconds. Then run / model calls
+(what the session and engine add to the model's own time) and the model calls inside the run /
+the same calls replayed after it (1.00 when a model runs as fast inside a session as alone): their
+product is the ratio the first table estimates by wall time.
 """
 from __future__ import annotations
 
@@ -85,24 +87,29 @@ class _TimedModel(OneCondModel):
         return self._call(x, sigma, cond)
 
 
-def breakdown(model, n_regions, repeats):
-    """Median per-run CPU seconds of (run, model calls, engine execute incl. its model calls)."""
-    model_clock, engine_clock = _Clock(), _Clock()
+def breakdown(model, n_regions, repeats, calls=()):
+    """Median per-run CPU seconds of (run, model calls, engine execute incl. its model calls, ``calls`` replayed
+    after each run: the recorded inputs of the same model calls, each timed as the run times its calls)."""
+    model_clock, engine_clock, replay_clock = _Clock(), _Clock(), _Clock()
     session = scene(_TimedModel(model, model_clock), n_regions)
+    replayed = replay_clock.wrap(model.__call__)
     original = faithful.execute
     faithful.execute = engine_clock.wrap(original)
     rows = []
     try:
         for _ in range(repeats):
             session.reset()
-            model_clock.total = engine_clock.total = 0.0
+            model_clock.total = engine_clock.total = replay_clock.total = 0.0
             t0 = time.thread_time()
             session.run()
-            rows.append((time.thread_time() - t0, model_clock.total, engine_clock.total))
+            run = time.thread_time() - t0
+            for x, sigma, cond in calls:
+                replayed(x, sigma, cond)
+            rows.append((run, model_clock.total, engine_clock.total, replay_clock.total))
     finally:
         faithful.execute = original
-    run, model_s, engine_s = (statistics.median(col) for col in zip(*rows))
-    return run, model_s, engine_s, len(session.ops)
+    run, model_s, engine_s, replay_s = (statistics.median(col) for col in zip(*rows))
+    return run, model_s, engine_s, replay_s, len(session.ops)
 
 
 def main():
@@ -113,6 +120,7 @@ def main():
     model = rw.models.ToyWorld()
     print(f"{'regions':>7} {'model calls':>11} {'run() s':>9} {'plain s':>9} {'ratio':>6} "
           f"{'overhead/sub-step':>18} {'history/step':>13}")
+    recorded = {}
     for label in ("1", "3", "1 obs"):
         n = int(label[0])
         recording = OneCondModel(model, record=True)
@@ -120,7 +128,7 @@ def main():
         if label.endswith("obs"):
             session.observe(lambda change: None, names="latent")
         session.run()
-        calls = list(recording.inputs)
+        calls = recorded.setdefault(n, list(recording.inputs))
         recording.record = False  # the timed runs keep no inputs (the plain protocol stays: no call_batch)
 
         def session_run():
@@ -137,12 +145,13 @@ def main():
         print(f"{label:>7} {len(calls):>11} {t_session:>9.3f} {t_plain:>9.3f} {ratio:>6.2f} "
               f"{overhead_ms:>15.2f} ms {per_step / 1024:>9.0f} KiB")
     print("\nper sub-step, CPU ms (inside the same runs):")
-    print(f"{'regions':>7} {'sub-steps':>9} {'model':>7} {'engine':>7} {'session':>8} {'run/model':>10}")
+    print(f"{'regions':>7} {'sub-steps':>9} {'model':>7} {'engine':>7} {'session':>8} {'run/model':>10} "
+          f"{'model/replayed':>15}")
     for n in (1, 3):
-        run, model_s, engine_s, ops = breakdown(model, n, args.repeats)
+        run, model_s, engine_s, replay_s, ops = breakdown(model, n, args.repeats, recorded[n])
         per = 1e3 / ops
         print(f"{n:>7} {ops:>9} {model_s * per:>7.3f} {(engine_s - model_s) * per:>7.3f} "
-              f"{(run - engine_s) * per:>8.3f} {run / model_s:>10.2f}")
+              f"{(run - engine_s) * per:>8.3f} {run / model_s:>10.3f} {model_s / replay_s:>15.3f}")
 
 
 if __name__ == "__main__":
