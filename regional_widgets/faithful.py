@@ -18,7 +18,7 @@ from .node_params import ADVANCED, FAITHFUL, NodeParams, Quirks, SamplerConfig
 from .program import Op, plan_advanced, plan_regional, second_seed
 from .run_context import Part, RunContext
 from .sampling import masks as mask_ops
-from .sampling.call import sampler_call
+from .sampling.call import sampler_call, warm_batches
 from .sampling.noise import prepare_noise, touch_noise
 from .sampling.recovery import recovery_active, sample_with_recovery
 
@@ -276,9 +276,9 @@ class FaithfulEngine:
         return ctx
 
     def _warm(self, ctx: RunContext, p: NodeParams) -> None:
-        """Make the run's per-call caches now (call plans, masks at latent resolution), before the run's
-        transient tensors: made mid-run, these long-lived objects pin the heap's top and resident
-        memory grows (benchmarks/history_memory.py). A plan that cannot be made is left to its call,
+        """Make the run's per-call caches now (call plans and their sigma batches, masks at latent resolution),
+        before the run's transient tensors: made mid-run, these long-lived objects pin the heap's top and
+        resident memory grows (benchmarks/history_memory.py). A plan that cannot be made is left to its call,
         which raises as it always did; recovery passes' plans are made when first needed."""
         h, w = p.latent_image.shape[-2:]
         ctx.zeros(p.latent_image)
@@ -290,9 +290,10 @@ class FaithfulEngine:
             if op.kind in ("base", "region", "finalize"):
                 config = ctx.parts[op.region if op.kind == "region" else 0].config
                 try:
-                    ctx.plan(config.sampler, config.scheduler, op.steps, op, config.sigma_factor)
+                    plan = ctx.plan(config.sampler, config.scheduler, op.steps, op, config.sigma_factor)
                 except Exception:  # noqa: BLE001 - raised again, unchanged, by the call itself
-                    pass
+                    continue
+                warm_batches(plan, p.latent_image)
 
     @staticmethod
     def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:

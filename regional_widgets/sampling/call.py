@@ -12,7 +12,7 @@ call that stops at sigma' > 0 returns ``x0 + noise * sigma' / (1 - sigma')``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import warnings
@@ -25,7 +25,8 @@ from .model_sampling import as_model_sampling
 from .inpaint import LatentMask, latent_mask as prepare_mask, masked_denoiser
 from .noise import BrownianTreeNoiseSampler, ddim_inpaint_noise, is_max_denoise, noise_scaling, prepare_noise
 from .samplers import get_sampler, start as start_sampler, step as step_sampler
-from .samplers.core import GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma
+from .samplers.core import (GuidedDenoiser, begin as begin_sampler, check_sigmas, denoise_with_uncond, final_sigma,
+                            sigma_batch)
 from .schedules import slice_steps
 
 
@@ -42,6 +43,8 @@ class CallPlan:
     call given this plan does not make them again. ``prepared``: the sampler's per-step scalars of
     these sigmas (`samplers.core.begin`), made with the plan; None where the sampler has none.
     ``first``/``first_value``/``last_value``: ``sigmas[0]`` and the first and last sigma as floats (checked plans).
+    ``batches``: the per-item sigmas of the calls made with a prepared plan (`samplers.core.sigma_batch`): its
+    rule evaluates at the prepared sigma tensors, the same objects call after call.
     """
 
     sigmas: Optional[torch.Tensor]
@@ -51,6 +54,7 @@ class CallPlan:
     first: Optional[torch.Tensor] = None
     first_value: Optional[float] = None
     last_value: Optional[float] = None
+    batches: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0) -> CallPlan:
@@ -58,6 +62,14 @@ def plan_call(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, 
     positive = total[total > 0]
     bounds = (positive.min(), total.max()) if len(positive) else None
     return CallPlan(None if sigmas is None else sigmas * sigma_ratio, bounds)
+
+
+def warm_batches(plan: CallPlan, like: torch.Tensor) -> None:
+    """Make now the per-item sigmas a call with ``plan`` hands its model on a latent like ``like`` (each prepared
+    step's evaluation sigma, `samplers.core.sigma_batch`), so that a run does not make them mid-run."""
+    if plan.prepared is not None:
+        for scalars in plan.prepared:
+            sigma_batch(scalars[0], like, plan.batches)
 
 
 def checked_plan(total_sigmas: torch.Tensor, start: int, end: int, leftover: bool, sigma_ratio: float = 1.0, *,
@@ -182,6 +194,8 @@ def sampler_call(
         # (passthrough: x is checked finite before any evaluation, `begin`)
         model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep,
                                 renoised_latent=x if same else None, passthrough=same and prepared.binary)
+    if plan.prepared is not None:  # the rule evaluates at the plan's own sigma tensors: their batches made once
+        model.batches = plan.batches
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:
         # The reference spans the tree over the *total* schedule, so split calls share one path.

@@ -20,10 +20,11 @@ import torch
 from .checks import check_int
 
 SEED_MAX = 2**64 - 1
+_SEEDS = f"an integer in 0..2^64-1 (0..{SEED_MAX})"  # what `check_seed` accepts, as its errors say
 
 
 def check_seed(seed, name: str = "seed") -> int:
-    return check_int(seed, name, 0, SEED_MAX, accepted=f"an integer in 0..2^64-1 (0..{SEED_MAX})")
+    return check_int(seed, name, 0, SEED_MAX, accepted=_SEEDS)
 
 
 def _generator(seed: int, device="cpu") -> torch.Generator:

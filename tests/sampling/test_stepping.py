@@ -1,6 +1,8 @@
 """Step-wise samplers: N single steps == the fused loop (bitwise), 1-step slices, bad input."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -217,13 +219,15 @@ def test_all_finite_agrees_with_isfinite_including_sums_that_overflow(dtype):
         torch.tensor([big, big], dtype=dtype).sum().item())  # the overflowing sum takes the exact test
 
 
-def test_sigma_batch_is_sigma_times_ones_bit_for_bit():
+@pytest.mark.parametrize("kept", [False, True])
+def test_sigma_batch_is_sigma_times_ones_bit_for_bit(kept):
     from regional_widgets.sampling.samplers.core import sigma_batch
+    batches = {} if kept else None
     for x in (torch.zeros(1, 4, 2, 2), torch.zeros(3, 4, 2, 2), torch.zeros(2, 4, 2, 2, dtype=torch.float64)):
         for value in (14.6146, -0.0, 0.0, float("inf"), float("nan"), 1e-30):
             for sigma in (torch.tensor(value), torch.tensor(value, dtype=torch.float64),
                           torch.tensor([value, 2.0])[0], value):
-                got, expected = sigma_batch(sigma, x), sigma * x.new_ones([x.shape[0]])
+                got, expected = sigma_batch(sigma, x, batches), sigma * x.new_ones([x.shape[0]])
                 assert got.dtype == expected.dtype and got.shape == expected.shape
                 bits = torch.int64 if got.dtype == torch.float64 else torch.int32
                 assert torch.equal(got.view(bits), expected.view(bits)), (x.shape, x.dtype, sigma)
@@ -231,3 +235,56 @@ def test_sigma_batch_is_sigma_times_ones_bit_for_bit():
                     got.fill_(7.0)  # a copy: the sampler's sigmas are untouched
                     assert torch.equal(sigma.isnan(), torch.tensor(value).isnan()) and (
                         sigma.isnan() or sigma == value)
+
+
+def test_kept_sigma_batches_are_made_once_and_again_after_a_write():
+    from regional_widgets.sampling.samplers.core import sigma_batch
+    batches, sigma, x = {}, torch.tensor(3.5), torch.zeros(2, 4, 2, 2)
+    first = sigma_batch(sigma, x, batches)
+    assert sigma_batch(sigma, x, batches) is first and torch.equal(first, torch.full((2,), 3.5))
+    assert sigma_batch(sigma, x[:1], batches) is not first  # another batch size: a batch of its own
+    first.mul_(2)  # a model that writes to its sigma: the next evaluation gets a new, right copy
+    again = sigma_batch(sigma, x, batches)
+    assert again is not first and torch.equal(again, torch.full((2,), 3.5))
+    sigma.add_(1)  # the source changed (a plan's sigmas never do): not the old copy either
+    assert torch.equal(sigma_batch(sigma, x, batches), torch.full((2,), 4.5))
+    other = torch.tensor(3.5, dtype=torch.float64)  # not x's dtype: the product, nothing kept
+    size = len(batches)
+    assert torch.equal(sigma_batch(other, x, batches), other * x.new_ones([2])) and len(batches) == size
+
+
+def test_a_model_that_writes_to_its_sigma_sees_the_same_sigmas_in_every_run():
+    """A run's sigma batches are kept with its call plans: a model changing one in place must not change
+    what the next evaluation or the next run is given."""
+    import regional_widgets as rw
+    toy = rw.models.ToyWorld(image_size=32, n_exemplars=50)
+    seen = []
+
+    class Writer(rw.models.base.OneCondModel):
+        def __call__(self, x, sigma, cond):
+            seen.append(sigma.clone())
+            out = toy(x, sigma, cond)
+            sigma.mul_(0.5)
+            return out
+
+    m = np.zeros((32, 32), np.float32)
+    m[16:] = 1
+    region = rw.Region(m, rw.SamplerConfig(sampler="dpmpp_2m", scheduler="karras", cfg=2.0, positive="grass"))
+    base = rw.SamplerConfig(sampler="euler", scheduler="karras", cfg=2.0, positive="sky")
+    def session():
+        return rw.RegionalSamplerSession(Writer(toy), rw.empty_latent(toy, 32, 32), base=base, regions=[region],
+                                         steps=4)
+
+    s = session()
+    first = s.run().clone()
+    runs = [list(seen)]
+    seen.clear()
+    s.reset()  # the same context and call plans: their sigma batches kept
+    assert torch.equal(s.run(), first)
+    runs.append(list(seen))
+    seen.clear()
+    assert torch.equal(session().run(), first)  # a new session: everything made anew
+    assert len(runs[0]) == len(runs[1]) == len(seen) > 8
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(*runs, seen))
+    # each evaluation's first call sees the schedule's sigma, its second what the first call left there
+    assert all(torch.equal(a, 2 * b) for a, b in zip(runs[0][0::2], runs[0][1::2]))

@@ -193,3 +193,26 @@ def test_times_maps_are_the_sums_of_the_step_masks_made_once_per_run():
     other = torch.full((h, w), 2.0)
     assert torch.equal(ctx.times_after(other, m), torch.full((h, w), 3.0))
     assert ctx.caches["times"] == kept
+
+
+def test_a_runs_sigma_batches_are_made_with_its_context_before_the_run():
+    """The per-item sigmas the model is given are made once per call plan, as the context is built (long-lived
+    tensors made mid-run would pin the heap's top), and a run makes none."""
+    s = make("faithful")
+    ctx = s.engine.context(s.node_params())
+    plans = [p for p in ctx.caches["plans"].values() if p.prepared is not None]
+    assert plans
+    before = {id(p): dict(p.batches) for p in plans}
+    for plan in plans:
+        assert len(plan.batches) == len(plan.prepared)
+        for scalars in plan.prepared:
+            sigma = scalars[0]
+            (kept,) = [v for v in plan.batches.values() if v[0] is sigma]
+            assert torch.equal(kept[1], sigma.expand(1)) and kept[1].dtype == s.latent_image.dtype
+    ops, state = s.engine.plan(s.node_params()), faithful.initial_state(s.latent_image)
+    while state.cursor < len(ops):
+        state = s.engine.execute(ctx, ops, state)
+    assert torch.equal(state.result, s.run())
+    for plan in plans:  # the same entries, the same tensors: nothing made during the run
+        kept = before[id(plan)]
+        assert plan.batches.keys() == kept.keys() and all(plan.batches[k][1] is kept[k][1] for k in kept)

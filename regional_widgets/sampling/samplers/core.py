@@ -68,7 +68,8 @@ class SamplerDef:
     uncond: bool = False  # CFG++: every evaluation also returns the unconditional prediction (cfg-1 skip off)
     model_sampling: bool = False  # needs the model's sampling: setup(x, sigmas, model_sampling), else memory["const"]
     const_offset: bool = False  # on CONST a first sigma >= 1 becomes percent_to_sigma(1e-4) (spec §3.6.1)
-    prepare: Optional[Callable] = None  # (sigmas) -> per-step scalars of the rule, read from memory["prepared"]
+    prepare: Optional[Callable] = None  # (sigmas) -> per-step scalars of the rule, read from memory["prepared"];
+    # each step's first scalar is the sigma the rule evaluates the model at (`sampling.call.warm_batches`)
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,15 @@ class GuidedDenoiser:
     ``with_uncond(x, sigma_batch) -> (D, U)`` makes the same single evaluation as a call (one
     model call, both CFG branches, never the cfg-1 skip) and returns the guided ``D`` with the raw
     unconditional ``U``. Wrappers (counting, inpainting) forward both entry points.
+
+    ``batches``: a dict `sigma_batch` keeps the per-item sigmas of this denoiser's evaluations in, set by a
+    caller whose sigmas are the same tensors call after call (a call plan's); None: made at every evaluation.
     """
 
-    __slots__ = ("denoise", "with_uncond")
+    __slots__ = ("denoise", "with_uncond", "batches")
 
-    def __init__(self, denoise, with_uncond):
-        self.denoise, self.with_uncond = denoise, with_uncond
+    def __init__(self, denoise, with_uncond, batches: Optional[dict] = None):
+        self.denoise, self.with_uncond, self.batches = denoise, with_uncond, batches
 
     def __call__(self, x, sigma):
         return self.denoise(x, sigma)
@@ -189,22 +193,43 @@ def denoise_with_uncond(denoise, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     return with_uncond(x, sigma)
 
 
-def sigma_batch(sigma, x: torch.Tensor) -> torch.Tensor:
+BATCH_CACHE_LIMIT = 256  # sigma batches a ``batches`` dict keeps before it starts over (`sigma_batch`)
+
+
+def sigma_batch(sigma, x: torch.Tensor, batches: Optional[dict] = None) -> torch.Tensor:
     """``sigma * x.new_ones([B])`` (k-diffusion's ``s_in``): a scalar sigma, one per batch item. A 0-dim sigma of
-    x's dtype and device is copied out instead (one kernel, not three: ``sigma * 1`` is sigma, bit for bit)."""
+    x's dtype and device is copied out instead (one kernel, not three: ``sigma * 1`` is sigma, bit for bit).
+
+    ``batches``: a dict kept by a caller that evaluates at the same sigma tensors again and again (`GuidedDenoiser`);
+    such a copy is then made once and handed out again while neither it nor ``sigma`` has been written to since
+    (their version counters: a model that changes its sigma in place gets a new copy next time)."""
     if type(sigma) is torch.Tensor and sigma.ndim == 0 and sigma.dtype == x.dtype and sigma.device == x.device:
-        return sigma.expand(x.shape[0]).clone()
+        if batches is None:
+            return sigma.expand(x.shape[0]).clone()
+        key = (id(sigma), x.shape[0])
+        hit = batches.get(key)
+        if hit is not None and hit[0] is sigma and hit[1]._version == hit[2] and sigma._version == hit[3]:
+            return hit[1]
+        if len(batches) >= BATCH_CACHE_LIMIT:
+            batches.clear()
+        batch = sigma.expand(x.shape[0]).clone()
+        batches[key] = (sigma, batch, batch._version, sigma._version)  # sigma kept alive: its id stays its own
+        return batch
     return sigma * x.new_ones([x.shape[0]])
+
+
+def _batches(model) -> Optional[dict]:
+    return model.batches if type(model) is GuidedDenoiser else None
 
 
 def call_model(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Evaluate the denoiser at a scalar sigma broadcast to the batch (k-diffusion's ``s_in``)."""
-    return model(x, sigma_batch(sigma, x))
+    return model(x, sigma_batch(sigma, x, _batches(model)))
 
 
 def call_model_uncond(model, x: torch.Tensor, sigma: torch.Tensor) -> tuple:
     """`call_model` for CFG++ samplers: ``(D, U)``, the guided and the unconditional prediction."""
-    return denoise_with_uncond(model, x, sigma_batch(sigma, x))
+    return denoise_with_uncond(model, x, sigma_batch(sigma, x, _batches(model)))
 
 
 def call_model_pair(model, x: torch.Tensor, sigma: torch.Tensor, cfg_pp: bool) -> tuple:
