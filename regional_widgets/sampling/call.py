@@ -43,8 +43,9 @@ class CallPlan:
     call given this plan does not make them again. ``prepared``: the sampler's per-step scalars of
     these sigmas (`samplers.core.begin`), made with the plan; None where the sampler has none.
     ``first``/``first_value``/``last_value``: ``sigmas[0]`` and the first and last sigma as floats (checked plans).
-    ``batches``: the per-item sigmas of the calls made with a prepared plan (`samplers.core.sigma_batch`): its
-    rule evaluates at the prepared sigma tensors, the same objects call after call.
+    ``batches``: the per-item sigmas the calls made with a prepared plan hand their model (`samplers.core.sigma_batch`),
+    made by `warm_batches` (its rule evaluates at the prepared sigma tensors, the same objects call after call);
+    a call uses them once they are made, and otherwise makes its own as before.
     """
 
     sigmas: Optional[torch.Tensor]
@@ -194,7 +195,7 @@ def sampler_call(
         # (passthrough: x is checked finite before any evaluation, `begin`)
         model = masked_denoiser(model, latent, inpaint_noise, prepared.mask, model_sampling=ms, keep=prepared.keep,
                                 renoised_latent=x if same else None, passthrough=same and prepared.binary)
-    if plan.prepared is not None:  # the rule evaluates at the plan's own sigma tensors: their batches made once
+    if plan.batches:  # made by `warm_batches` (never here: long-lived tensors made mid-run pin the heap's top)
         model.batches = plan.batches
     noise_sampler = None
     if sampler in TOTAL_BOUNDS_TREE and plan.brownian_bounds is not None:

@@ -288,3 +288,27 @@ def test_a_model_that_writes_to_its_sigma_sees_the_same_sigmas_in_every_run():
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(*runs, seen))
     # each evaluation's first call sees the schedule's sigma, its second what the first call left there
     assert all(torch.equal(a, 2 * b) for a, b in zip(runs[0][0::2], runs[0][1::2]))
+
+
+def test_a_plans_sigma_batches_are_used_once_warmed_and_never_started_by_a_call():
+    from regional_widgets.sampling.call import checked_plan, sampler_call, warm_batches
+    sigmas = sampler_sigmas(TABLE, "euler", "karras", 4)
+    plan = checked_plan(sigmas, 0, 4, False, sampler="euler", const=False)
+    latent = torch.zeros(1, 4, 8, 8)
+    given = []
+
+    def denoise(x, sigma):
+        given.append(sigma)
+        return x * 0.5
+
+    def call():
+        given.clear()
+        return sampler_call(denoise, latent, sampler="euler", total_sigmas=None, start=0, end=4, leftover=False,
+                            add_noise=True, seed=3, sigma_max=sigmas[0], plan=plan)
+    first = call().output
+    made = list(given)
+    assert plan.batches == {} and len(made) == 4
+    warm_batches(plan, latent)
+    kept = [v[1] for v in plan.batches.values()]
+    assert len(kept) == 4 and torch.equal(call().output, first)
+    assert all(a is b for a, b in zip(given, kept)) and all(torch.equal(a, b) for a, b in zip(given, made))
