@@ -185,9 +185,9 @@ def execute(ctx: RunContext, ops: list[Op], state: RunState) -> RunState:
     h, w = state.latent.shape[-2:]
     if kind == "composite":
         mask = ctx.region_masks[op.region]
-        m = ctx.at_latent(mask, h, w)  # `composite` resizes the mask to the latent: the same bits, made once
-        base_latent = mask_ops.composite(state.base_latent, state.latent, m, ctx.outside(mask, h, w))
-        base_map = mask_ops.blend(state.sigma_map, state.base_sigma_map, m, ctx.outside(mask, h, w))
+        m, keep = ctx.at_latent(mask, h, w), ctx.outside(mask, h, w)  # `composite` resizes to the latent: the same bits
+        base_latent = mask_ops.composite(state.base_latent, state.latent, m, keep)
+        base_map = mask_ops.blend(state.sigma_map, state.base_sigma_map, m, keep)
         return RunState(base_latent, base_latent, cursor + 1, state.denoised, state.sigma, state.sigma_next,
                         state.result, base_map, base_map, state.times_map, state.model_calls, (), state.extra)
     times = state.times_map

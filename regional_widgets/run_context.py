@@ -19,7 +19,7 @@ from .sampling import masks as mask_ops
 from .sampling.call import checked_plan
 from .sampling.inpaint import LatentMask, latent_mask
 from .sampling.latent_formats import LatentFormat
-from .sampling.model_sampling import as_model_sampling, is_const
+from .sampling.model_sampling import as_model_sampling
 from .sampling.schedules import sampler_sigmas
 
 __all__ = ["Part", "RunContext"]
@@ -99,7 +99,7 @@ class RunContext:
             return hit[1]
         sampler, scheduler, steps, start, end, leftover, ratio = key
         plan = checked_plan(self.schedule(sampler, scheduler, steps), start, end, leftover, ratio, sampler=sampler,
-                            const=is_const(self.model))
+                            const=self.sampling()[1])
         if shared is not None:
             if len(shared) >= PLAN_CACHE_LIMIT:
                 shared.clear()
@@ -120,7 +120,8 @@ class RunContext:
             self.caches.setdefault("owned", {})[id(zeros)] = zeros  # made here (`times_after`)
         return cache[key]
 
-    def _cached(self, kind: str, mask: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def _cached(self, kind: str, mask: Optional[torch.Tensor], key: tuple,
+                make: Callable[[], torch.Tensor]) -> torch.Tensor:
         cache = self.caches.setdefault(kind, {})
         key = (id(mask),) + key
         if key not in cache:
@@ -130,10 +131,7 @@ class RunContext:
     def at_latent(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
         """``mask`` (one of this context's masks, or None: everywhere) resized to the latent, once per run."""
         if mask is None:
-            ones = self.caches.setdefault("ones", {})
-            if (h, w) not in ones:
-                ones[(h, w)] = torch.ones(h, w)
-            return ones[(h, w)]
+            return self._cached("resized", None, (h, w), lambda: torch.ones(h, w))
         return self._cached("resized", mask, (h, w), lambda: mask_ops.resize(mask, h, w))
 
     def times_after(self, times: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -155,8 +153,6 @@ class RunContext:
 
     def outside(self, mask: Optional[torch.Tensor], h: int, w: int) -> torch.Tensor:
         """``1 - at_latent(mask, h, w)``, once per run."""
-        if mask is None:
-            return 1 - self.at_latent(mask, h, w)
         return self._cached("outside", mask, (h, w), lambda: 1 - self.at_latent(mask, h, w))
 
     def call_mask(self, mask: torch.Tensor, like: torch.Tensor) -> LatentMask:
